@@ -1,0 +1,71 @@
+// Liveness and readiness for orchestrators and the SRE: JSON, never cached.
+
+import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { sql } from 'kysely'
+import { pendingMigrations } from '../src/db/database.ts'
+
+const CHECK_TIMEOUT_MS = 1_000
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+const Check = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('fail'), Type.Literal('degraded'), Type.Literal('off')]),
+  detail: Type.Optional(Type.String()),
+})
+
+const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.get(
+    '/health/live',
+    { schema: { response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    async (_request, reply) => {
+      reply.header('cache-control', 'no-store')
+      return { status: 'ok' as const }
+    },
+  )
+
+  app.get(
+    '/health/ready',
+    {
+      schema: {
+        response: {
+          '2xx': Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]), checks: Type.Object({ database: Check, migrations: Check, redis: Check }) }),
+          503: Type.Object({ status: Type.Literal('fail'), checks: Type.Object({ database: Check, migrations: Check, redis: Check }) }),
+        },
+      },
+    },
+    async (_request, reply) => {
+      reply.header('cache-control', 'no-store')
+      const { db } = app.database
+      const [database, migrations, redis] = await Promise.all([
+        withTimeout(sql`select 1`.execute(db), CHECK_TIMEOUT_MS, 'PostgreSQL').then(
+          () => ({ status: 'ok' as const }),
+          (err: Error) => ({ status: 'fail' as const, detail: err.message }),
+        ),
+        withTimeout(pendingMigrations(db), CHECK_TIMEOUT_MS, 'PostgreSQL').then(
+          (pending) => (pending.length === 0 ? { status: 'ok' as const } : { status: 'fail' as const, detail: `pending: ${pending.join(', ')}; run npm run migrate` }),
+          (err: Error) => ({ status: 'fail' as const, detail: err.message }),
+        ),
+        app.redis === null
+          ? Promise.resolve({ status: 'off' as const, detail: 'REDIS_URL=off' })
+          : withTimeout(app.redis.ping(), CHECK_TIMEOUT_MS, 'Redis').then(
+              () => ({ status: 'ok' as const }),
+              (err: Error) => ({ status: 'degraded' as const, detail: `${err.message}; serving from the in-process cache` }),
+            ),
+      ])
+      const checks = { database, migrations, redis }
+      if (database.status === 'fail' || migrations.status === 'fail') {
+        return reply.code(503).send({ status: 'fail' as const, checks })
+      }
+      return { status: redis.status === 'degraded' ? ('degraded' as const) : ('ok' as const), checks }
+    },
+  )
+}
+
+export default healthRoutes

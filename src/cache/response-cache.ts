@@ -1,0 +1,75 @@
+// In-process response cache (L1): an LRU bounded in bytes, plus single-flight so one key renders
+// once however many requests miss on it at the same moment.
+
+import { LRUCache } from 'lru-cache'
+
+export interface CachedResponse {
+  status: number
+  body: Buffer
+  /** Every header the response carries, lower-case names, except the per-request X-Cache. */
+  headers: Record<string, string>
+  etag: string
+  lastModified: Date
+}
+
+/** Fixed overhead counted per entry besides the body: key, headers, bookkeeping. */
+const ENTRY_OVERHEAD_BYTES = 512
+
+export class ResponseCache {
+  private readonly lru: LRUCache<string, CachedResponse>
+  private readonly inFlight = new Map<string, Promise<CachedResponse>>()
+  coalesced = 0
+
+  constructor(maxBytes: number) {
+    this.lru = new LRUCache<string, CachedResponse>({
+      maxSize: maxBytes,
+      sizeCalculation: (value, key) => value.body.byteLength + key.length + ENTRY_OVERHEAD_BYTES,
+      // Entries larger than a tenth of the cache would evict too much: serve them uncached.
+      maxEntrySize: Math.max(1, Math.floor(maxBytes / 10)),
+      ttlAutopurge: false,
+      allowStale: false,
+    })
+  }
+
+  get(key: string): CachedResponse | undefined {
+    return this.lru.get(key)
+  }
+
+  set(key: string, value: CachedResponse, ttlMs: number): void {
+    if (ttlMs <= 0) return
+    this.lru.set(key, value, { ttl: ttlMs })
+  }
+
+  /** Runs `render` once per key at a time; concurrent callers share its result (or its error). */
+  async singleFlight(key: string, render: () => Promise<CachedResponse>): Promise<CachedResponse> {
+    const pending = this.inFlight.get(key)
+    if (pending !== undefined) {
+      this.coalesced++
+      return pending
+    }
+    const promise = render().finally(() => this.inFlight.delete(key))
+    this.inFlight.set(key, promise)
+    return promise
+  }
+
+  /** Evicts every entry whose key starts with `prefix` (all segments of one path). */
+  deleteByPrefix(prefix: string): number {
+    let deleted = 0
+    for (const key of this.lru.keys()) {
+      if (key.startsWith(prefix) && this.lru.delete(key)) deleted++
+    }
+    return deleted
+  }
+
+  clear(): void {
+    this.lru.clear()
+  }
+
+  get size(): number {
+    return this.lru.size
+  }
+
+  get calculatedBytes(): number {
+    return this.lru.calculatedSize
+  }
+}

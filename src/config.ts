@@ -1,0 +1,182 @@
+// Configuration from the environment, validated once at start.
+// A bad value is reported with the variable's name and what it accepts, all at once, never half-applied.
+
+export const CDN_FLAVOURS = ['generic', 'varnish', 'fastly', 'cloudflare', 'akamai', 'cloudfront'] as const
+export type CdnFlavour = (typeof CDN_FLAVOURS)[number]
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+type LogLevel = (typeof LOG_LEVELS)[number]
+
+export interface Config {
+  port: number
+  host: string
+  logLevel: LogLevel
+  /** Absolute https origin the site is published under; canonical URLs and links are built from it. */
+  publicBaseUrl: string
+  /** Undefined means: run the embedded PostgreSQL (PGlite + pgvector). */
+  databaseUrl: string | undefined
+  /** Embedded database directory, or `memory://` for a throwaway in-memory database. */
+  dataDir: string
+  dbPoolMax: number
+  dbConnectTimeoutMs: number
+  dbStatementTimeoutMs: number
+  migrateOnStart: boolean
+  seedDemo: boolean
+  /** Undefined means: Redis is switched off and the origin runs on its in-process cache alone. */
+  redisUrl: string | undefined
+  redisKeyPrefix: string
+  redisCommandTimeoutMs: number
+  cdnFlavour: CdnFlavour
+  browserMaxAgeSeconds: number
+  staleWhileRevalidateSeconds: number
+  staleIfErrorSeconds: number
+  notFoundTtlSeconds: number
+  redirectTtlSeconds: number
+  l1MaxBytes: number
+  l1TtlSeconds: number
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[]
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+type Env = Record<string, string | undefined>
+
+/** Reads one variable at a time and collects every problem, so the operator fixes them in one go. */
+class EnvReader {
+  readonly problems: string[] = []
+  private readonly env: Env
+  constructor(env: Env) {
+    this.env = env
+  }
+
+  private raw(name: string): string | undefined {
+    const value = this.env[name]
+    return value === undefined || value.trim() === '' ? undefined : value.trim()
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    const parsed = /^-?\d+$/.test(value) ? Number(value) : Number.NaN
+    if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+      this.problems.push(`${name}=${JSON.stringify(value)}: expected an integer from ${min} to ${max}`)
+      return fallback
+    }
+    return parsed
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    if (/^(1|true|yes|on)$/i.test(value)) return true
+    if (/^(0|false|no|off)$/i.test(value)) return false
+    this.problems.push(`${name}=${JSON.stringify(value)}: expected true or false (also 1/0, yes/no, on/off)`)
+    return fallback
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    const lowered = value.toLowerCase()
+    if ((allowed as readonly string[]).includes(lowered)) return lowered as T
+    this.problems.push(`${name}=${JSON.stringify(value)}: expected one of ${allowed.join(', ')}`)
+    return fallback
+  }
+
+  url(name: string, protocols: readonly string[], fallback: string | undefined, what: string): string | undefined {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    let parsed: URL
+    try {
+      parsed = new URL(value)
+    } catch {
+      this.problems.push(`${name}: not a URL; expected ${what}`)
+      return fallback
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      // The value may hold a password: name the scheme, never echo the URL.
+      this.problems.push(`${name}: scheme ${parsed.protocol} is not accepted; expected ${what}`)
+      return fallback
+    }
+    return value
+  }
+
+  string(name: string, fallback: string, pattern: RegExp, what: string): string {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    if (!pattern.test(value)) {
+      this.problems.push(`${name}=${JSON.stringify(value)}: expected ${what}`)
+      return fallback
+    }
+    return value
+  }
+
+  has(name: string): boolean {
+    return this.raw(name) !== undefined
+  }
+
+  get(name: string): string | undefined {
+    return this.raw(name)
+  }
+}
+
+const DAY = 86_400
+
+export function loadConfig(env: Env = process.env): Config {
+  const read = new EnvReader(env)
+
+  const databaseUrl = read.url('DATABASE_URL', ['postgres:', 'postgresql:'], undefined, 'postgres://user:pass@host:5432/db')
+  const embedded = databaseUrl === undefined
+
+  const publicBaseUrl = read.url('PUBLIC_BASE_URL', ['https:'], 'https://www.example.com', 'an absolute https URL such as https://www.example.com')
+  let normalizedBase = 'https://www.example.com'
+  if (publicBaseUrl !== undefined) {
+    const parsed = new URL(publicBaseUrl)
+    if (parsed.pathname !== '/' || parsed.search !== '' || parsed.hash !== '') {
+      read.problems.push('PUBLIC_BASE_URL: expected an origin without path, query or fragment, such as https://www.example.com')
+    } else {
+      normalizedBase = parsed.origin
+    }
+  }
+
+  // REDIS_URL=off runs the origin on its in-process cache alone, on purpose (not as a degraded state).
+  const redisRaw = read.get('REDIS_URL')
+  const redisUrl =
+    redisRaw !== undefined && /^(off|none|disabled)$/i.test(redisRaw)
+      ? undefined
+      : read.url('REDIS_URL', ['redis:', 'rediss:'], 'redis://127.0.0.1:6379', 'redis://host:6379[/db], rediss://..., or off')
+
+  const config: Config = {
+    port: read.integer('PORT', 3000, 0, 65_535),
+    host: read.string('HOST', '127.0.0.1', /^[\w.:[\]-]+$/, 'a host name or IP address to listen on, such as 0.0.0.0'),
+    logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
+    publicBaseUrl: normalizedBase,
+    databaseUrl,
+    dataDir: read.string('DATA_DIR', './data', /^(memory:\/\/|[^\0]+)$/, 'a directory path or memory://'),
+    dbPoolMax: read.integer('DB_POOL_MAX', 10, 1, 200),
+    dbConnectTimeoutMs: read.integer('DB_CONNECT_TIMEOUT_MS', 5_000, 100, 120_000),
+    dbStatementTimeoutMs: read.integer('DB_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),
+    migrateOnStart: read.boolean('MIGRATE_ON_START', true),
+    seedDemo: read.boolean('SEED_DEMO', embedded),
+    redisUrl,
+    redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'vo:', /^[\w:.{}-]{1,64}$/, 'up to 64 letters, digits or : . _ - { }'),
+    redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 50, 5, 10_000),
+    cdnFlavour: read.oneOf('CDN_FLAVOUR', CDN_FLAVOURS, 'generic'),
+    browserMaxAgeSeconds: read.integer('BROWSER_MAX_AGE_SECONDS', 60, 0, DAY),
+    staleWhileRevalidateSeconds: read.integer('STALE_WHILE_REVALIDATE_SECONDS', 600, 0, 7 * DAY),
+    staleIfErrorSeconds: read.integer('STALE_IF_ERROR_SECONDS', DAY, 0, 30 * DAY),
+    notFoundTtlSeconds: read.integer('NOT_FOUND_TTL_SECONDS', 60, 0, DAY),
+    redirectTtlSeconds: read.integer('REDIRECT_TTL_SECONDS', DAY, 0, 365 * DAY),
+    l1MaxBytes: read.integer('L1_MAX_BYTES', 64 * 1024 * 1024, 1024 * 1024, 8 * 1024 * 1024 * 1024),
+    l1TtlSeconds: read.integer('L1_TTL_SECONDS', 60, 1, DAY),
+  }
+
+  if (read.problems.length > 0) throw new ConfigError(read.problems)
+  return config
+}

@@ -1,0 +1,92 @@
+// Opens the database: the configured PostgreSQL, or the embedded one, always through a `pg` Pool
+// under kysely, with connect and statement timeouts so no caller waits forever.
+
+import { promises as fs } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { FileMigrationProvider, Kysely, Migrator, PostgresDialect, type MigrationResultSet } from 'kysely'
+import pg from 'pg'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.ts'
+import type { Database } from './schema.ts'
+
+export interface DatabaseSettings {
+  databaseUrl: string | undefined
+  dataDir: string
+  dbPoolMax: number
+  dbConnectTimeoutMs: number
+  dbStatementTimeoutMs: number
+}
+
+export interface DatabaseHandle {
+  db: Kysely<Database>
+  pool: pg.Pool
+  /** True when running on the embedded PGlite. */
+  embedded: boolean
+  close(): Promise<void>
+}
+
+interface Logger {
+  error(obj: object, msg: string): void
+}
+
+export async function openDatabase(settings: DatabaseSettings, log: Logger): Promise<DatabaseHandle> {
+  let embeddedServer: EmbeddedPostgres | undefined
+  let connectionString = settings.databaseUrl
+  if (connectionString === undefined) {
+    embeddedServer = await startEmbeddedPostgres(settings.dataDir)
+    connectionString = embeddedServer.connectionString
+  }
+  const embedded = embeddedServer !== undefined
+
+  const pool = new pg.Pool({
+    connectionString,
+    // The embedded server multiplexes every socket onto ONE backend session: one connection is the
+    // only honest size (two would share SET state and interleave transactions).
+    max: embedded ? 1 : settings.dbPoolMax,
+    connectionTimeoutMillis: settings.dbConnectTimeoutMs,
+    idleTimeoutMillis: 30_000,
+    // statement_timeout bounds the server side on real PostgreSQL; query_timeout bounds the client
+    // side, which is the only bound PGlite honours.
+    statement_timeout: settings.dbStatementTimeoutMs,
+    query_timeout: settings.dbStatementTimeoutMs + 1_000,
+    application_name: 'variant-origin',
+  })
+  // An idle client losing its connection must not crash the process.
+  pool.on('error', (err) => log.error({ err }, 'idle PostgreSQL client failed'))
+
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  return {
+    db,
+    pool,
+    embedded,
+    async close() {
+      await db.destroy() // ends the pool
+      await embeddedServer?.stop()
+    },
+  }
+}
+
+export const MIGRATION_FOLDER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations')
+
+export function createMigrator(db: Kysely<Database>): Migrator {
+  return new Migrator({
+    db,
+    provider: new FileMigrationProvider({ fs, path, migrationFolder: MIGRATION_FOLDER }),
+  })
+}
+
+export async function migrateToLatest(db: Kysely<Database>): Promise<MigrationResultSet> {
+  const result = await createMigrator(db).migrateToLatest()
+  if (result.error !== undefined) {
+    const failed = result.results?.find((r) => r.status === 'Error')
+    const cause = result.error instanceof Error ? result.error : new Error(String(result.error))
+    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${cause.message}`, { cause })
+  }
+  return result
+}
+
+/** Names of migrations in migrations/ that this database has not applied yet. */
+export async function pendingMigrations(db: Kysely<Database>): Promise<string[]> {
+  const migrations = await createMigrator(db).getMigrations()
+  return migrations.filter((m) => m.executedAt === undefined).map((m) => m.name)
+}

@@ -1,0 +1,70 @@
+// Row types for kysely. Migrations in migrations/ are the source of truth; these mirror them.
+
+import type { ColumnType, Generated } from 'kysely'
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
+
+export type PageKind = 'landing' | 'seo'
+export type PageStatus = 'draft' | 'published' | 'archived'
+
+export interface PagesTable {
+  id: Generated<number>
+  path: string
+  kind: PageKind
+  title: string
+  meta_description: string
+  canonical_url: string
+  body_html: string
+  intent_text: string
+  /** pgvector text form `[x,y,...]`; read back as a string. */
+  intent_embedding: string | null
+  embedding_version: number | null
+  vertical: string
+  template: string
+  status: Generated<PageStatus>
+  crawl_weight: Generated<number>
+  last_indexed_at: Date | null
+  last_analyzed_at: Date | null
+  created_at: Generated<Date>
+  updated_at: Timestamp
+}
+
+export interface SegmentsTable {
+  slug: string
+  description: string
+  utm_sources: string[]
+  is_default: Generated<boolean>
+  created_at: Generated<Date>
+}
+
+export interface ContentVariantsTable {
+  id: Generated<number>
+  variant_key: string
+  segment: string
+  headline: string
+  subhead: string
+  features: ColumnType<string[], string, string>
+  cta_label: string
+  cta_url: string
+  social_proof: string
+  embedding: string
+  vector_version: number
+  metadata: ColumnType<Record<string, unknown>, string, string>
+  content_hash: string
+  updated_at: Timestamp
+}
+
+export interface EmbeddingVersionsTable {
+  id: Generated<number>
+  model: string
+  dimensions: number
+  active: Generated<boolean>
+  created_at: Generated<Date>
+}
+
+export interface Database {
+  pages: PagesTable
+  segments: SegmentsTable
+  content_variants: ContentVariantsTable
+  embedding_versions: EmbeddingVersionsTable
+}

@@ -1,0 +1,76 @@
+// URL normalization for the page path: one canonical URL per page, so the CDN and the origin cache
+// hold one entry per page, and a redirect can only ever point at a path on this same origin.
+
+/** Query parameters that identify a click, not content: dropped from every page URL. */
+const TRACKING_PARAMS = new Set([
+  'gclid', 'gclsrc', 'dclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'yclid', 'twclid', 'ttclid',
+  'li_fat_id', 'igshid', 'mc_cid', 'mc_eid', '_ga', '_gl', '_hsenc', '_hsmi', 'ref', 'ref_src', 'srsltid',
+])
+
+export function isTrackingParam(name: string): boolean {
+  const lower = name.toLowerCase()
+  return lower.startsWith('utm_') || TRACKING_PARAMS.has(lower)
+}
+
+/** Characters a page path may hold once canonical. Anything else is not a page of this site. */
+const CANONICAL_PATH = /^\/(?:[a-z0-9._~-]+(?:\/[a-z0-9._~-]+)*)?$/
+
+export function isCanonicalPagePath(path: string): boolean {
+  return CANONICAL_PATH.test(path) && !path.split('/').some((s) => s === '.' || s === '..')
+}
+
+export type NormalizedUrl =
+  | { kind: 'canonical'; path: string; query: URLSearchParams }
+  | { kind: 'redirect'; path: string; location: string; query: URLSearchParams }
+  | { kind: 'invalid' }
+
+const MAX_URL_LENGTH = 2048
+
+/**
+ * Normalizes a raw request target (path and query as received).
+ * The path is never parsed as a URL: `//evil.example/x` stays a path on this origin.
+ */
+export function normalizeRequestUrl(rawUrl: string): NormalizedUrl {
+  if (rawUrl.length > MAX_URL_LENGTH || !rawUrl.startsWith('/')) return { kind: 'invalid' }
+  const hashAt = rawUrl.indexOf('#')
+  const target = hashAt === -1 ? rawUrl : rawUrl.slice(0, hashAt)
+  const queryAt = target.indexOf('?')
+  const rawPath = queryAt === -1 ? target : target.slice(0, queryAt)
+  const rawQuery = queryAt === -1 ? '' : target.slice(queryAt + 1)
+
+  const path = canonicalPath(rawPath)
+  if (path === undefined) return { kind: 'invalid' }
+
+  const kept: Array<[string, string]> = []
+  for (const [name, value] of new URLSearchParams(rawQuery)) {
+    if (!isTrackingParam(name)) kept.push([name, value])
+  }
+  kept.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+  const query = new URLSearchParams(kept)
+  const search = query.toString()
+  const location = search === '' ? path : `${path}?${search}`
+
+  if (location === target) return { kind: 'canonical', path, query }
+  return { kind: 'redirect', path, location, query }
+}
+
+function canonicalPath(rawPath: string): string | undefined {
+  let decoded: string
+  try {
+    // Decode so %2F, %5C and %2E cannot smuggle separators or dot segments past the checks below.
+    decoded = decodeURIComponent(rawPath)
+  } catch {
+    return undefined
+  }
+  const segments: string[] = []
+  for (const segment of decoded.replace(/\\/g, '/').toLowerCase().split('/')) {
+    if (segment === '' || segment === '.') continue
+    if (segment === '..') {
+      segments.pop()
+      continue
+    }
+    segments.push(segment)
+  }
+  const path = `/${segments.join('/')}`
+  return isCanonicalPagePath(path) ? path : undefined
+}

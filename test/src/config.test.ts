@@ -1,0 +1,62 @@
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, loadConfig } from '../../src/config.ts'
+
+t.test('defaults: embedded database, demo data, local Redis', async (t) => {
+  const config = loadConfig({})
+  t.equal(config.port, 3000)
+  t.equal(config.host, '127.0.0.1')
+  t.equal(config.databaseUrl, undefined)
+  t.equal(config.dataDir, './data')
+  t.equal(config.seedDemo, true, 'demo data by default on the embedded database')
+  t.equal(config.redisUrl, 'redis://127.0.0.1:6379')
+  t.equal(config.cdnFlavour, 'generic')
+  t.equal(config.publicBaseUrl, 'https://www.example.com')
+})
+
+t.test('explicit values', async (t) => {
+  const config = loadConfig({
+    PORT: '8080', DATABASE_URL: 'postgres://u:p@db:5432/app', REDIS_URL: 'off', CDN_FLAVOUR: 'Fastly', MIGRATE_ON_START: 'no',
+    PUBLIC_BASE_URL: 'https://shop.example.test/', L1_MAX_BYTES: '2097152',
+  })
+  t.equal(config.port, 8080)
+  t.equal(config.databaseUrl, 'postgres://u:p@db:5432/app')
+  t.equal(config.seedDemo, false, 'no demo data on a real database unless asked')
+  t.equal(config.redisUrl, undefined)
+  t.equal(config.cdnFlavour, 'fastly')
+  t.equal(config.migrateOnStart, false)
+  t.equal(config.publicBaseUrl, 'https://shop.example.test')
+  t.equal(config.l1MaxBytes, 2097152)
+})
+
+t.test('every bad value is named with what it accepts', async (t) => {
+  const table: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'abc' }, /PORT="abc": expected an integer from 0 to 65535/],
+    [{ PORT: '70000' }, /PORT="70000": expected an integer from 0 to 65535/],
+    [{ DATABASE_URL: 'mysql://x@y/z' }, /DATABASE_URL: scheme mysql: is not accepted; expected postgres:/],
+    [{ DATABASE_URL: 'not a url' }, /DATABASE_URL: not a URL/],
+    [{ REDIS_URL: 'http://x' }, /REDIS_URL: scheme http: is not accepted/],
+    [{ PUBLIC_BASE_URL: 'http://www.example.test' }, /PUBLIC_BASE_URL: scheme http: is not accepted; expected an absolute https URL/],
+    [{ PUBLIC_BASE_URL: 'https://www.example.test/shop' }, /PUBLIC_BASE_URL: expected an origin without path/],
+    [{ CDN_FLAVOUR: 'akamia' }, /CDN_FLAVOUR="akamia": expected one of generic, varnish, fastly, cloudflare, akamai, cloudfront/],
+    [{ MIGRATE_ON_START: 'maybe' }, /MIGRATE_ON_START="maybe": expected true or false/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL="loud": expected one of fatal, error/],
+    [{ HOST: 'a b' }, /HOST="a b": expected a host name or IP address/],
+    [{ L1_MAX_BYTES: '10' }, /L1_MAX_BYTES="10": expected an integer from 1048576/],
+  ]
+  for (const [env, message] of table) {
+    t.throws(() => loadConfig(env), message, JSON.stringify(env))
+  }
+  const error = t.throws(() => loadConfig({ PORT: 'x', CDN_FLAVOUR: 'y' })) as ConfigError
+  t.equal(error.problems.length, 2, 'all problems reported at once')
+  t.notMatch(String(t.throws(() => loadConfig({ DATABASE_URL: 'mysql://user:secret@h/d' }))), /secret/, 'a password is never echoed')
+})
+
+t.test('the server exits non-zero naming the bad variable', async (t) => {
+  const server = fileURLToPath(new URL('../../server.ts', import.meta.url))
+  const result = spawnSync(process.execPath, [server], { env: { ...process.env, PORT: 'eighty', CDN_FLAVOUR: 'nope' }, encoding: 'utf8', timeout: 30_000 })
+  t.equal(result.status, 2)
+  t.match(result.stderr, /PORT="eighty": expected an integer from 0 to 65535/)
+  t.match(result.stderr, /CDN_FLAVOUR="nope"/)
+})
