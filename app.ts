@@ -35,6 +35,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     keepAliveTimeout: 72_000, // longer than common CDN/load-balancer idle timeouts (60 s), so the origin never closes first
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
+    // The embedded PostgreSQL takes seconds to start and migrate on a busy machine; avvio's default is 10 s.
+    pluginTimeout: 120_000,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 2048 },
   }).withTypeProvider<TypeBoxTypeProvider>()
 

@@ -16,7 +16,14 @@ try {
   throw err
 }
 
-const app = await buildApp(config)
+let app: Awaited<ReturnType<typeof buildApp>>
+try {
+  app = await buildApp(config)
+} catch (err) {
+  // The embedded database child exits by itself when this process goes (it watches the IPC channel).
+  process.stderr.write(`variant-origin: could not start: ${err instanceof Error ? err.message : String(err)}\n`)
+  process.exit(1)
+}
 
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'closing after an uncaught error')

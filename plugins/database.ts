@@ -20,14 +20,20 @@ async function databasePlugin(app: FastifyInstance): Promise<void> {
   })
   app.log.info({ embedded: handle.embedded, dataDir: handle.embedded ? config.dataDir : undefined }, handle.embedded ? 'using the embedded PostgreSQL (PGlite + pgvector)' : 'using PostgreSQL from DATABASE_URL')
 
-  if (config.migrateOnStart) {
-    const result = await migrateToLatest(handle.db)
-    const applied = (result.results ?? []).map((r) => r.migrationName)
-    if (applied.length > 0) app.log.info({ applied }, 'migrations applied')
-  }
-  if (config.seedDemo) {
-    const seed = await seedDemoSite(handle.db, config.publicBaseUrl)
-    if (seed.seeded) app.log.info(seed, 'demo site loaded into the empty database')
+  try {
+    if (config.migrateOnStart) {
+      const result = await migrateToLatest(handle.db)
+      const applied = (result.results ?? []).map((r) => r.migrationName)
+      if (applied.length > 0) app.log.info({ applied }, 'migrations applied')
+    }
+    if (config.seedDemo) {
+      const seed = await seedDemoSite(handle.db, config.publicBaseUrl)
+      if (seed.seeded) app.log.info(seed, 'demo site loaded into the empty database')
+    }
+  } catch (err) {
+    // A failed boot never runs onClose: release the pool and the embedded server here.
+    await handle.close()
+    throw err
   }
 }
 

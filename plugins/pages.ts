@@ -23,16 +23,19 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   app.decorate('responseCache', cache)
   app.decorate('pages', new PageService(app.database.db, cache, config))
 
-  let directory = buildSegmentDirectory(await listSegments(app.database.db))
+  // Until the segments load (the schema may not be migrated yet), every request is the default segment.
+  let directory = buildSegmentDirectory([])
+  const reload = async (): Promise<void> => {
+    try {
+      directory = buildSegmentDirectory(await listSegments(app.database.db))
+    } catch (err) {
+      app.log.warn({ err }, 'segment list could not be loaded; keeping the previous list')
+    }
+  }
+  await reload()
   app.decorate('segments', () => directory)
   // Segments change rarely; a periodic reload bounds how long a new one stays unknown.
-  const timer = setInterval(() => {
-    listSegments(app.database.db)
-      .then((rows) => {
-        directory = buildSegmentDirectory(rows)
-      })
-      .catch((err: unknown) => app.log.warn({ err }, 'segment reload failed; keeping the previous list'))
-  }, SEGMENT_REFRESH_MS)
+  const timer = setInterval(() => void reload(), SEGMENT_REFRESH_MS)
   timer.unref()
   app.addHook('onClose', async () => clearInterval(timer))
 }

@@ -80,7 +80,10 @@ export async function migrateToLatest(db: Kysely<Database>): Promise<MigrationRe
   if (result.error !== undefined) {
     const failed = result.results?.find((r) => r.status === 'Error')
     const cause = result.error instanceof Error ? result.error : new Error(String(result.error))
-    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${cause.message}`, { cause })
+    const hint = /extension "vector"/.test(cause.message)
+      ? ' (this PostgreSQL has no pgvector: use a server with the extension installed, such as the pgvector/pgvector image, or unset DATABASE_URL to run the embedded database)'
+      : ''
+    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${cause.message}${hint}`)
   }
   return result
 }

@@ -12,15 +12,15 @@ export interface PagesTable {
   path: string
   kind: PageKind
   title: string
-  meta_description: string
+  meta_description: Generated<string>
   canonical_url: string
-  body_html: string
-  intent_text: string
+  body_html: Generated<string>
+  intent_text: Generated<string>
   /** pgvector text form `[x,y,...]`; read back as a string. */
   intent_embedding: string | null
   embedding_version: number | null
-  vertical: string
-  template: string
+  vertical: Generated<string>
+  template: Generated<string>
   status: Generated<PageStatus>
   crawl_weight: Generated<number>
   last_indexed_at: Date | null

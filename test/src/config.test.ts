@@ -55,7 +55,7 @@ t.test('every bad value is named with what it accepts', async (t) => {
 
 t.test('the server exits non-zero naming the bad variable', async (t) => {
   const server = fileURLToPath(new URL('../../server.ts', import.meta.url))
-  const result = spawnSync(process.execPath, [server], { env: { ...process.env, PORT: 'eighty', CDN_FLAVOUR: 'nope' }, encoding: 'utf8', timeout: 30_000 })
+  const result = spawnSync(process.execPath, [...process.execArgv, server], { env: { ...process.env, PORT: 'eighty', CDN_FLAVOUR: 'nope' }, encoding: 'utf8', timeout: 30_000 })
   t.equal(result.status, 2)
   t.match(result.stderr, /PORT="eighty": expected an integer from 0 to 65535/)
   t.match(result.stderr, /CDN_FLAVOUR="nope"/)

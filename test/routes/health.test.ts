@@ -1,0 +1,56 @@
+import t from 'tap'
+import net from 'node:net'
+import { buildTestApp } from '../helper.ts'
+
+async function unusedPort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+t.test('live and ready with PostgreSQL and Redis up', async (t) => {
+  const app = await buildTestApp(t)
+  const live = await app.inject({ url: '/health/live' })
+  t.equal(live.statusCode, 200)
+  t.same(live.json(), { status: 'ok' })
+  t.equal(live.headers['cache-control'], 'no-store')
+  const ready = await app.inject({ url: '/health/ready' })
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json(), { status: 'ok', checks: { database: { status: 'ok' }, migrations: { status: 'ok' }, redis: { status: 'ok' } } })
+  t.equal(ready.headers['cache-control'], 'no-store')
+})
+
+t.test('Redis unreachable: degraded, still serving pages', async (t) => {
+  const app = await buildTestApp(t, { REDIS_URL: `redis://127.0.0.1:${await unusedPort()}` })
+  const ready = await app.inject({ url: '/health/ready' })
+  t.equal(ready.statusCode, 200)
+  const body = ready.json()
+  t.equal(body.status, 'degraded')
+  t.equal(body.checks.redis.status, 'degraded')
+  t.equal((await app.inject({ url: '/crm' })).statusCode, 200, 'pages still served')
+})
+
+t.test('Redis switched off on purpose', async (t) => {
+  const app = await buildTestApp(t, { REDIS_URL: 'off' })
+  const body = (await app.inject({ url: '/health/ready' })).json()
+  t.equal(body.status, 'ok')
+  t.same(body.checks.redis, { status: 'off', detail: 'REDIS_URL=off' })
+})
+
+t.test('pending migrations: not ready, and the answer says what to run', async (t) => {
+  const app = await buildTestApp(t, { MIGRATE_ON_START: 'false', SEED_DEMO: 'false', REDIS_URL: 'off' })
+  const ready = await app.inject({ url: '/health/ready' })
+  t.equal(ready.statusCode, 503)
+  const body = ready.json()
+  t.equal(body.status, 'fail')
+  t.same(body.checks.database, { status: 'ok' })
+  t.same(body.checks.migrations, { status: 'fail', detail: 'pending: 0001_initial_schema; run npm run migrate' })
+  t.equal(ready.headers['cache-control'], 'no-store')
+  const page = await app.inject({ url: '/crm' })
+  t.equal(page.statusCode, 503, 'no schema: pages answer 503, not a crash')
+  t.equal(page.headers['cache-control'], 'no-store')
+  t.equal(page.headers['retry-after'], '5')
+  t.same(page.json(), { statusCode: 503, error: 'Service Unavailable', message: 'temporarily unavailable; retry shortly' })
+})
