@@ -8,6 +8,8 @@ export interface CachedResponse {
   body: Buffer
   /** Every header the response carries, lower-case names, except the per-request X-Cache. */
   headers: Record<string, string>
+  /** The subset a 304 repeats (RFC 9110 section 15.4.5), computed once at render time. */
+  notModifiedHeaders: Record<string, string>
   etag: string
   lastModified: Date
 }

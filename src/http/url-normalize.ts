@@ -20,11 +20,14 @@ export function isCanonicalPagePath(path: string): boolean {
 }
 
 export type NormalizedUrl =
-  | { kind: 'canonical'; path: string; query: URLSearchParams }
-  | { kind: 'redirect'; path: string; location: string; query: URLSearchParams }
+  | { kind: 'canonical'; path: string }
+  | { kind: 'redirect'; path: string; location: string }
   | { kind: 'invalid' }
 
 const MAX_URL_LENGTH = 2048
+
+/** Lower-case path segments that cannot be '.' or '..' (they never start with a dot), no query: canonical as is. */
+const ALREADY_CANONICAL = /^\/(?:[a-z0-9_~-][a-z0-9._~-]*(?:\/[a-z0-9_~-][a-z0-9._~-]*)*)?$/
 
 /**
  * Normalizes a raw request target (path and query as received).
@@ -32,6 +35,8 @@ const MAX_URL_LENGTH = 2048
  */
 export function normalizeRequestUrl(rawUrl: string): NormalizedUrl {
   if (rawUrl.length > MAX_URL_LENGTH || !rawUrl.startsWith('/')) return { kind: 'invalid' }
+  // The hot path: the CDN sends canonical URLs almost always; one regex settles them.
+  if (ALREADY_CANONICAL.test(rawUrl)) return { kind: 'canonical', path: rawUrl }
   const hashAt = rawUrl.indexOf('#')
   const target = hashAt === -1 ? rawUrl : rawUrl.slice(0, hashAt)
   const queryAt = target.indexOf('?')
@@ -50,8 +55,8 @@ export function normalizeRequestUrl(rawUrl: string): NormalizedUrl {
   const search = query.toString()
   const location = search === '' ? path : `${path}?${search}`
 
-  if (location === target) return { kind: 'canonical', path, query }
-  return { kind: 'redirect', path, location, query }
+  if (location === target) return { kind: 'canonical', path }
+  return { kind: 'redirect', path, location }
 }
 
 function canonicalPath(rawPath: string): string | undefined {

@@ -32,6 +32,9 @@ export function pageCacheKey(path: string, segment: string): string {
 
 const INDEX_LINKS_PER_VERTICAL = 25
 
+/** Headers a 304 repeats from the full response: caching, tags, validators, Vary (RFC 9110 section 15.4.5). */
+const NOT_MODIFIED_HEADERS = ['cache-control', 'cdn-cache-control', 'surrogate-control', 'surrogate-key', 'xkey', 'cache-tag', 'edge-cache-tag', 'etag', 'last-modified', 'vary', 'x-segment']
+
 export class PageService {
   private readonly db: Kysely<Database>
   private readonly cache: ResponseCache
@@ -127,6 +130,11 @@ export class PageService {
       headers.etag = etag
       headers['last-modified'] = lastModifiedSeconds.toUTCString()
     }
-    return { status, body, headers, etag, lastModified: lastModifiedSeconds }
+    const notModifiedHeaders: Record<string, string> = {}
+    for (const name of NOT_MODIFIED_HEADERS) {
+      const value = headers[name]
+      if (value !== undefined) notModifiedHeaders[name] = value
+    }
+    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds }
   }
 }

@@ -1,0 +1,9 @@
+// The real origin (buildApp) for benchmarks, started as a child so it has its own event loop.
+
+import { buildApp } from '../app.ts'
+import { loadConfig } from '../src/config.ts'
+
+const app = await buildApp(loadConfig({ ...process.env, PORT: '0' }))
+const address = await app.listen({ port: 0, host: '127.0.0.1' })
+process.send?.({ address })
+process.on('disconnect', () => void app.close().then(() => process.exit(0)))
