@@ -6,9 +6,11 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './src/config.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
+import embedderPlugin from './plugins/embedder.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
 import pagesPlugin from './plugins/pages.ts'
 import redisPlugin from './plugins/redis.ts'
+import adminRoutes from './routes/admin.ts'
 import healthRoutes from './routes/health.ts'
 import pageRoutes from './routes/pages.ts'
 
@@ -21,7 +23,7 @@ export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
   return {
     level: config.logLevel,
     // Secrets never reach the logs, whatever a handler logs.
-    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization'], censor: '[redacted]' },
+    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'config.adminToken', 'config.openaiApiKey'], censor: '[redacted]' },
   }
 }
 
@@ -45,7 +47,9 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(redisPlugin)
   await app.register(databasePlugin)
   await app.register(pagesPlugin)
+  await app.register(embedderPlugin)
   await app.register(healthRoutes)
+  await app.register(adminRoutes)
   await app.register(pageRoutes)
   return app
 }

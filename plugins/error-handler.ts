@@ -10,6 +10,8 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   VALIDATION_FAILED: 400,
   NOT_FOUND: 404,
   UNPROCESSABLE: 422,
+  CONFLICT: 409,
+  UNAVAILABLE: 503,
 }
 
 const RETRY_AFTER_SECONDS = '5'
@@ -21,10 +23,11 @@ async function errorHandlerPlugin(app: FastifyInstance): Promise<void> {
     if (status >= 500) {
       request.log.error({ err: error }, 'request failed')
       if (status === 503) reply.header('retry-after', RETRY_AFTER_SECONDS)
+      // Domain errors carry messages written for the caller; anything else may leak internals.
       return reply.code(status).send({
         statusCode: status,
         error: status === 503 ? 'Service Unavailable' : 'Internal Server Error',
-        message: status === 503 ? 'temporarily unavailable; retry shortly' : 'internal error',
+        message: error instanceof DomainError ? error.message : status === 503 ? 'temporarily unavailable; retry shortly' : 'internal error',
       })
     }
     request.log.info({ err: error }, 'client error')

@@ -12,6 +12,7 @@ declare module 'fastify' {
     pages: PageService
     responseCache: ResponseCache
     segments(): SegmentDirectory
+    reloadSegments(): Promise<void>
   }
 }
 
@@ -21,7 +22,7 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   const { config } = app
   const cache = new ResponseCache(config.l1MaxBytes)
   app.decorate('responseCache', cache)
-  app.decorate('pages', new PageService(app.database.db, cache, config))
+  app.decorate('pages', new PageService(app.database.db, cache, config, app.log))
 
   // Until the segments load (the schema may not be migrated yet), every request is the default segment.
   let directory = buildSegmentDirectory([])
@@ -34,6 +35,7 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   }
   await reload()
   app.decorate('segments', () => directory)
+  app.decorate('reloadSegments', reload)
   // Segments change rarely; a periodic reload bounds how long a new one stays unknown.
   const timer = setInterval(() => void reload(), SEGMENT_REFRESH_MS)
   timer.unref()

@@ -5,7 +5,9 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { publicCacheHeaders } from '../src/http/cache-policy.ts'
 import { isNotModified } from '../src/http/conditional.ts'
 import { normalizeRequestUrl } from '../src/http/url-normalize.ts'
-import { resolveSegment } from '../src/segments/segment-resolution.ts'
+import { resolveSegment, SEGMENT_COOKIE } from '../src/segments/segment-resolution.ts'
+
+const SEGMENT_COOKIE_MAX_AGE = 30 * 86_400
 
 const pageRoutes: FastifyPluginAsync = async (app) => {
   const { config } = app
@@ -27,7 +29,17 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
 
     if (normalized.kind === 'redirect') {
       // Same origin, path only: the Location is built from the canonical path, never from a host.
-      return reply.code(301).headers(redirectHeaders).header('location', normalized.location).header('x-segment', segment).send(`Moved to ${normalized.location}\n`)
+      reply.code(301).headers(redirectHeaders).header('location', normalized.location).header('x-segment', segment)
+      if (source === 'utm') {
+        // The utm rule chose a segment: the cookie carries it past the redirect that drops the utm
+        // parameters. A response that sets a cookie is never stored by a shared cache.
+        reply
+          .header('set-cookie', `${SEGMENT_COOKIE}=${segment}; Path=/; Max-Age=${SEGMENT_COOKIE_MAX_AGE}; SameSite=Lax; HttpOnly`)
+          .header('cache-control', 'private, no-store')
+          .removeHeader('cdn-cache-control')
+          .removeHeader('surrogate-control')
+      }
+      return reply.send(`Moved to ${normalized.location}\n`)
     }
 
     const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment) : await app.pages.serveInvalidPath(segment)

@@ -34,6 +34,17 @@ export interface Config {
   redirectTtlSeconds: number
   l1MaxBytes: number
   l1TtlSeconds: number
+  /** Time budget of a miss (variant and related-page lookups) before a default rendering is served. */
+  renderBudgetMs: number
+  relatedLinks: number
+  /** Undefined: the admin API is off (404), never open. */
+  adminToken: string | undefined
+  openaiApiKey: string | undefined
+  openaiBaseUrl: string | undefined
+  embeddingModel: string
+  embeddingDimensions: number
+  embeddingTimeoutMs: number
+  embeddingMaxRetries: number
 }
 
 export class ConfigError extends Error {
@@ -117,10 +128,6 @@ class EnvReader {
     return value
   }
 
-  has(name: string): boolean {
-    return this.raw(name) !== undefined
-  }
-
   get(name: string): string | undefined {
     return this.raw(name)
   }
@@ -175,6 +182,15 @@ export function loadConfig(env: Env = process.env): Config {
     redirectTtlSeconds: read.integer('REDIRECT_TTL_SECONDS', DAY, 0, 365 * DAY),
     l1MaxBytes: read.integer('L1_MAX_BYTES', 64 * 1024 * 1024, 1024 * 1024, 8 * 1024 * 1024 * 1024),
     l1TtlSeconds: read.integer('L1_TTL_SECONDS', 60, 1, DAY),
+    renderBudgetMs: read.integer('RENDER_BUDGET_MS', 200, 1, 60_000),
+    relatedLinks: read.integer('RELATED_LINKS', 6, 0, 50),
+    adminToken: read.string('ADMIN_TOKEN', '', /^[\x21-\x7e]{16,256}$/, 'at least 16 printable characters (no spaces)') || undefined,
+    openaiApiKey: read.get('OPENAI_API_KEY'),
+    openaiBaseUrl: read.url('OPENAI_BASE_URL', ['https:', 'http:'], undefined, 'the base URL of an OpenAI-compatible API, such as https://api.openai.com/v1'),
+    embeddingModel: read.string('EMBEDDING_MODEL', 'text-embedding-3-small', /^[\w.:/-]{1,100}$/, 'a model name such as text-embedding-3-small'),
+    embeddingDimensions: read.integer('EMBEDDING_DIMENSIONS', 1536, 1, 1536),
+    embeddingTimeoutMs: read.integer('EMBEDDING_TIMEOUT_MS', 30_000, 100, 600_000),
+    embeddingMaxRetries: read.integer('EMBEDDING_MAX_RETRIES', 3, 0, 10),
   }
 
   if (read.problems.length > 0) throw new ConfigError(read.problems)

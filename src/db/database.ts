@@ -20,6 +20,7 @@ export interface DatabaseSettings {
 export interface DatabaseHandle {
   db: Kysely<Database>
   pool: pg.Pool
+  connectionString: string
   /** True when running on the embedded PGlite. */
   embedded: boolean
   close(): Promise<void>
@@ -51,6 +52,12 @@ export async function openDatabase(settings: DatabaseSettings, log: Logger): Pro
     query_timeout: settings.dbStatementTimeoutMs + 1_000,
     application_name: 'variant-origin',
   })
+  // Filtered nearest-neighbour queries keep scanning the HNSW index until enough rows pass the filter
+  // (pgvector 0.8 iterative scans); without it a segment filter can return nothing or a wrong row.
+  // Queued before any other query on the new client, so no query runs without it.
+  pool.on('connect', (client) => {
+    client.query("SET hnsw.iterative_scan = 'strict_order'; SET hnsw.ef_search = 100").catch((err: unknown) => log.error({ err }, 'could not set hnsw.iterative_scan on a new connection'))
+  })
   // An idle client losing its connection must not crash the process.
   pool.on('error', (err) => log.error({ err }, 'idle PostgreSQL client failed'))
 
@@ -58,6 +65,7 @@ export async function openDatabase(settings: DatabaseSettings, log: Logger): Pro
   return {
     db,
     pool,
+    connectionString,
     embedded,
     async close() {
       await db.destroy() // ends the pool

@@ -19,6 +19,8 @@ export interface PagesTable {
   /** pgvector text form `[x,y,...]`; read back as a string. */
   intent_embedding: string | null
   embedding_version: number | null
+  /** sha256 of the text `intent_embedding` was computed from (with the version's model). */
+  intent_hash: string | null
   vertical: Generated<string>
   template: Generated<string>
   status: Generated<PageStatus>
@@ -62,9 +64,17 @@ export interface EmbeddingVersionsTable {
   created_at: Generated<Date>
 }
 
+export interface PageEmbeddingStagingTable {
+  page_id: number
+  version_id: number
+  embedding: string
+  intent_hash: string
+}
+
 export interface Database {
   pages: PagesTable
   segments: SegmentsTable
   content_variants: ContentVariantsTable
   embedding_versions: EmbeddingVersionsTable
+  page_embedding_staging: PageEmbeddingStagingTable
 }

@@ -1,10 +1,10 @@
 // The demo site loaded on the first start of an empty embedded database: 540 programmatic-SEO pages
 // over 3 verticals with spread crawl weights, 4 segments, and 3 landing pages with a variant per segment.
 
-import { createHash } from 'node:crypto'
 import { type Kysely, sql } from 'kysely'
 import type { Database } from '../db/schema.ts'
 import { fnv1a32 } from '../http/cache-policy.ts'
+import { embeddingHash } from '../embeddings/embedder.ts'
 import { LOCAL_EMBEDDING_MODEL, localEmbedding, toPgVector } from '../embeddings/local-embedder.ts'
 import { sanitizeBodyHtml } from '../render/sanitize.ts'
 
@@ -185,6 +185,7 @@ export async function seedDemoSite(db: Kysely<Database>, publicBaseUrl: string):
         ...p,
         canonical_url: `${publicBaseUrl}${p.path}`,
         intent_embedding: toPgVector(localEmbedding(p.intent_text, EMBEDDING_DIMENSIONS)),
+        intent_hash: embeddingHash(LOCAL_EMBEDDING_MODEL, EMBEDDING_DIMENSIONS, p.intent_text),
         embedding_version: versionId,
       }))
       await trx.insertInto('pages').values(chunk).onConflict((oc) => oc.column('path').doNothing()).execute()
@@ -195,9 +196,9 @@ export async function seedDemoSite(db: Kysely<Database>, publicBaseUrl: string):
       metadata: JSON.stringify({ source: 'demo' }),
       embedding: toPgVector(localEmbedding(text, EMBEDDING_DIMENSIONS)),
       vector_version: versionId,
-      content_hash: createHash('sha256').update(text).digest('hex'),
+      content_hash: embeddingHash(LOCAL_EMBEDDING_MODEL, EMBEDDING_DIMENSIONS, text),
     }))
-    await trx.insertInto('content_variants').values(rows).onConflict((oc) => oc.column('variant_key').doNothing()).execute()
+    await trx.insertInto('content_variants').values(rows).onConflict((oc) => oc.columns(['variant_key', 'vector_version']).doNothing()).execute()
     // Keeps the planner's view of the fresh tables honest for the first requests.
     await sql`ANALYZE pages, content_variants`.execute(trx)
   })

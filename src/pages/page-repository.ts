@@ -52,22 +52,28 @@ export interface VariantRow {
   updatedAt: Date
 }
 
+/** The active embedding version: every vector comparison stays within it, so versions never mix. */
+const activeVersion = sql<number>`(SELECT id FROM embedding_versions WHERE active)`
+
 /**
  * The variant of `segment` nearest to the page's intent, within the active embedding version.
- * The segment and version filters sit in the same query as the ORDER BY, so the answer is the nearest
- * variant of that segment, never "nearest overall, then filtered".
+ * The segment and version filters sit in the same query as the ORDER BY, and the HNSW index runs
+ * with iterative scans (set per connection in database.ts), so the answer is the nearest variant of
+ * that segment, never "nearest overall, then filtered". The page's vector comes from a scalar
+ * subquery, which PostgreSQL evaluates once, so the index can order by it.
  */
 export async function findNearestVariant(db: Kysely<Database>, pageId: number, segment: string): Promise<VariantRow | undefined> {
   const row = await db
     .selectFrom('content_variants as v')
-    .innerJoin('embedding_versions as ev', (join) => join.onRef('ev.id', '=', 'v.vector_version').on('ev.active', '=', true))
-    .innerJoin('pages as p', (join) => join.on('p.id', '=', pageId))
     .select(['v.id', 'v.segment', 'v.headline', 'v.subhead', 'v.features', 'v.cta_label', 'v.cta_url', 'v.social_proof', 'v.updated_at'])
     .where('v.segment', '=', segment)
-    .where('p.intent_embedding', 'is not', null)
+    .where('v.vector_version', '=', activeVersion)
+    // A page whose vector belongs to another version has no comparable vector: no variant, not a wrong one.
+    .where(({ exists, selectFrom }) =>
+      exists(selectFrom('pages').select('id').where('id', '=', pageId).where('embedding_version', '=', activeVersion).where('intent_embedding', 'is not', null)),
+    )
     // pgvector's cosine distance operator has no kysely builder method.
-    .orderBy(sql`v.embedding <=> p.intent_embedding`)
-    .orderBy('v.id')
+    .orderBy(sql`v.embedding <=> (SELECT intent_embedding FROM pages WHERE id = ${pageId})`)
     .limit(1)
     .executeTakeFirst()
   if (row === undefined) return undefined
@@ -82,6 +88,36 @@ export async function findNearestVariant(db: Kysely<Database>, pageId: number, s
     socialProof: row.social_proof,
     updatedAt: row.updated_at,
   }
+}
+
+export interface RelatedLink {
+  path: string
+  title: string
+}
+
+/** Up to `limit` published SEO pages of the same vertical, nearest by intent embedding. */
+export async function findRelatedPages(db: Kysely<Database>, pageId: number, vertical: string, limit: number): Promise<RelatedLink[]> {
+  if (limit === 0) return []
+  return db
+    .selectFrom('pages as p')
+    .select(['p.path', 'p.title'])
+    .where('p.vertical', '=', vertical)
+    .where('p.kind', '=', 'seo')
+    .where('p.status', '=', 'published')
+    .where('p.id', '<>', pageId)
+    .where('p.embedding_version', '=', activeVersion)
+    .where(({ exists, selectFrom }) =>
+      exists(selectFrom('pages').select('id').where('id', '=', pageId).where('embedding_version', '=', activeVersion).where('intent_embedding', 'is not', null)),
+    )
+    .orderBy(sql`p.intent_embedding <=> (SELECT intent_embedding FROM pages WHERE id = ${pageId})`)
+    .orderBy('p.path')
+    .limit(limit)
+    .execute()
+}
+
+/** Paths of every landing page: a variant change can change any of them. */
+export async function listLandingPaths(db: Kysely<Database>): Promise<string[]> {
+  return (await db.selectFrom('pages').select('path').where('kind', '=', 'landing').execute()).map((r) => r.path)
 }
 
 export interface SegmentRow {

@@ -8,7 +8,7 @@ import { DomainError } from '../errors.ts'
 import { cacheTag, type CachePolicySettings, type HeaderMap, publicCacheHeaders, sharedTtlForPage } from '../http/cache-policy.ts'
 import { strongEtag } from '../http/conditional.ts'
 import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } from '../render/page-templates.ts'
-import { findNearestVariant, findPublishedPage, latestPageUpdate, listIndexLinks } from './page-repository.ts'
+import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks, type RelatedLink, type VariantRow } from './page-repository.ts'
 
 /** Bumped when templates change, so entries rendered by an older release are never served. */
 export const RENDER_VERSION = 1
@@ -19,6 +19,32 @@ export interface PageServiceSettings extends CachePolicySettings {
   publicBaseUrl: string
   notFoundTtlSeconds: number
   l1TtlSeconds: number
+  renderBudgetMs: number
+  relatedLinks: number
+}
+
+interface Logger {
+  warn(obj: object, msg: string): void
+}
+
+/** A rendering made without its vector lookups (over budget) is kept briefly, then tried again. */
+const DEGRADED_SHARED_TTL_SECONDS = 60
+const DEGRADED_L1_TTL_SECONDS = 5
+
+const OVER_BUDGET = Symbol('over budget')
+
+async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T | typeof OVER_BUDGET> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<typeof OVER_BUDGET>((resolve) => {
+    timer = setTimeout(() => resolve(OVER_BUDGET), budgetMs)
+  })
+  // The lookup keeps running after the deadline; its late result (or error) is dropped.
+  work.catch(() => undefined)
+  try {
+    return await Promise.race([work, deadline])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 export interface ServedPage {
@@ -39,12 +65,15 @@ export class PageService {
   private readonly db: Kysely<Database>
   private readonly cache: ResponseCache
   private readonly settings: PageServiceSettings
+  private readonly log: Logger
   renders = 0
+  overBudget = 0
 
-  constructor(db: Kysely<Database>, cache: ResponseCache, settings: PageServiceSettings) {
+  constructor(db: Kysely<Database>, cache: ResponseCache, settings: PageServiceSettings, log: Logger) {
     this.db = db
     this.cache = cache
     this.settings = settings
+    this.log = log
   }
 
   async serve(path: string, segment: string): Promise<ServedPage> {
@@ -52,9 +81,13 @@ export class PageService {
     const hit = this.cache.get(key)
     if (hit !== undefined) return { response: hit, cacheResult: 'HIT-L1' }
     const response = await this.cache.singleFlight(key, async () => {
-      const rendered = await this.render(path, segment)
-      const ttlSeconds = rendered.status === 200 ? this.settings.l1TtlSeconds : Math.min(this.settings.l1TtlSeconds, this.settings.notFoundTtlSeconds)
-      this.cache.set(key, rendered, ttlSeconds * 1000)
+      const { response: rendered, degraded } = await this.render(path, segment)
+      const ttlSeconds = degraded
+        ? DEGRADED_L1_TTL_SECONDS
+        : rendered.status === 200
+          ? this.settings.l1TtlSeconds
+          : Math.min(this.settings.l1TtlSeconds, this.settings.notFoundTtlSeconds)
+      this.cache.set(key, rendered, Math.min(ttlSeconds, this.settings.l1TtlSeconds) * 1000)
       return rendered
     })
     return { response, cacheResult: 'MISS' }
@@ -77,20 +110,41 @@ export class PageService {
     return evicted
   }
 
-  private async render(path: string, segment: string): Promise<CachedResponse> {
+  /** Drops the given segments of these paths from L1 (a variant change touches only its segment). */
+  invalidateSegments(paths: readonly string[], segments: readonly string[]): number {
+    let evicted = 0
+    for (const path of paths) for (const segment of segments) evicted += this.cache.deleteByPrefix(`${path}|${segment}|`)
+    // The home page lists pages; it is cheap to render again.
+    evicted += this.cache.deleteByPrefix('/|')
+    return evicted
+  }
+
+  private async render(path: string, segment: string): Promise<{ response: CachedResponse; degraded: boolean }> {
     this.renders++
     try {
-      if (path === '/') return await this.renderIndex(segment)
+      if (path === '/') return { response: await this.renderIndex(segment), degraded: false }
       const page = await findPublishedPage(this.db, path)
-      if (page === undefined) return this.notFound(path, segment)
-      const variant = page.kind === 'landing' ? await findNearestVariant(this.db, page.id, segment) : undefined
-      const html = page.kind === 'landing' ? renderLandingPage(page, variant) : renderSeoPage(page)
+      if (page === undefined) return { response: this.notFound(path, segment), degraded: false }
+
+      // The vector lookups are the expensive part of a miss: they get a time budget.
+      const lookup: Promise<VariantRow | RelatedLink[] | undefined> =
+        page.kind === 'landing' ? findNearestVariant(this.db, page.id, segment) : findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks)
+      const found = await withinBudget(lookup, this.settings.renderBudgetMs)
+      const degraded = found === OVER_BUDGET
+      if (degraded) {
+        this.overBudget++
+        this.log.warn({ path, segment, budgetMs: this.settings.renderBudgetMs }, 'vector lookup over the render budget; serving the default rendering')
+      }
+      const variant = page.kind === 'landing' && !degraded ? (found as VariantRow | undefined) : undefined
+      const related = page.kind === 'seo' && !degraded ? (found as RelatedLink[]) : []
+      const html = page.kind === 'landing' ? renderLandingPage(page, variant) : renderSeoPage(page, related)
       const lastModified = variant !== undefined && variant.updatedAt > page.updatedAt ? variant.updatedAt : page.updatedAt
       const tags = [cacheTag('page', page.id), cacheTag('segment', segment), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-      return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment)
+      const sharedTtl = degraded ? DEGRADED_SHARED_TTL_SECONDS : sharedTtlForPage(page.path, page.crawlWeight)
+      return { response: this.ok(html, lastModified, sharedTtl, tags, segment), degraded }
     } catch (err) {
       if (err instanceof DomainError) throw err
-      throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable', { cause: err })
+      throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })
     }
   }
 

@@ -1,7 +1,7 @@
 // HTML templates for every page kind. Values are escaped by `html`; only page bodies, sanitized at
 // write time, are inserted as markup.
 
-import type { PageLink, PageRow, VariantRow } from '../pages/page-repository.ts'
+import type { PageLink, PageRow, RelatedLink, VariantRow } from '../pages/page-repository.ts'
 import { html, type SafeHtml, trustedHtml } from './html.ts'
 
 interface Head {
@@ -38,13 +38,22 @@ ${main}
 `.value
 }
 
-export function renderSeoPage(page: PageRow): string {
+export function renderSeoPage(page: PageRow, related: readonly RelatedLink[] = []): string {
   return layout(
     { title: page.title, description: page.metaDescription, canonicalUrl: page.canonicalUrl, ogType: 'article' },
     html`<article>
 <h1>${page.title}</h1>
 ${trustedHtml(page.bodyHtml)}
-</article>`,
+</article>
+${
+  related.length === 0
+    ? ''
+    : html`<aside class="related">
+<h2>Related</h2>
+<ul>
+${related.map((r) => html`<li><a href="${r.path}">${r.title}</a></li>\n`)}</ul>
+</aside>`
+}`,
   )
 }
 

@@ -1,0 +1,97 @@
+// Admin API for content pipelines: ingest pages and variants. Bearer token, compared in constant
+// time; without ADMIN_TOKEN the routes do not exist (404), so the API is never open by accident.
+
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { ingestPages, ingestSegments, ingestVariants } from '../src/ingest/ingest-service.ts'
+import { listLandingPaths } from '../src/pages/page-repository.ts'
+
+export const MAX_RECORDS_PER_REQUEST = 10_000
+const ADMIN_BODY_LIMIT = 64 * 1024 * 1024
+
+const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
+
+const IngestSummary = Type.Object({
+  received: Type.Integer(),
+  inserted: Type.Integer(),
+  updated: Type.Integer(),
+  unchanged: Type.Integer(),
+  embedded: Type.Integer(),
+  invalidated: Type.Integer({ description: 'cached responses dropped from this instance' }),
+})
+
+const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const token = app.config.adminToken
+  if (token === undefined) {
+    app.log.info('ADMIN_TOKEN is not set: the admin API is off')
+    return
+  }
+  const expected = digest(token)
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    const header = request.headers.authorization ?? ''
+    const presented = header.startsWith('Bearer ') ? header.slice(7) : ''
+    // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
+    if (!timingSafeEqual(digest(presented), expected)) {
+      reply.header('www-authenticate', 'Bearer realm="variant-origin admin"')
+      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' })
+    }
+  })
+
+  app.post(
+    '/admin/segments',
+    {
+      schema: {
+        body: Type.Object({ segments: Type.Array(Type.Unknown(), { maxItems: 1000 }) }),
+        response: { 200: Type.Object({ received: Type.Integer(), upserted: Type.Integer() }) },
+      },
+    },
+    async (request) => {
+      const result = await ingestSegments(app.database.db, request.body.segments)
+      await app.reloadSegments()
+      // Segment membership changes which variant a request gets: start every page afresh.
+      app.responseCache.clear()
+      return result
+    },
+  )
+
+  app.post(
+    '/admin/pages',
+    {
+      bodyLimit: ADMIN_BODY_LIMIT,
+      schema: {
+        body: Type.Object({ pages: Type.Array(Type.Unknown(), { maxItems: MAX_RECORDS_PER_REQUEST }) }),
+        response: { 200: IngestSummary },
+      },
+    },
+    async (request) => {
+      const result = await ingestPages(app.database.db, app.embedder, request.body.pages, app.config.publicBaseUrl)
+      const invalidated = app.pages.invalidatePaths([...result.affectedPaths, '/'])
+      request.log.info({ ...result, affectedPaths: result.affectedPaths.length, invalidated }, 'pages ingested')
+      const { affectedPaths: _paths, ...summary } = result
+      return { ...summary, invalidated }
+    },
+  )
+
+  app.post(
+    '/admin/variants',
+    {
+      bodyLimit: ADMIN_BODY_LIMIT,
+      schema: {
+        body: Type.Object({ variants: Type.Array(Type.Unknown(), { maxItems: MAX_RECORDS_PER_REQUEST }) }),
+        response: { 200: IngestSummary },
+      },
+    },
+    async (request) => {
+      const result = await ingestVariants(app.database.db, app.embedder, request.body.variants)
+      const invalidated = result.affectedSegments.length === 0 ? 0 : app.pages.invalidateSegments(await listLandingPaths(app.database.db), result.affectedSegments)
+      request.log.info({ ...result, invalidated }, 'variants ingested')
+      const { affectedSegments: _segments, ...summary } = result
+      return { ...summary, invalidated }
+    },
+  )
+}
+
+export default adminRoutes

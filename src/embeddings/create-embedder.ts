@@ -1,0 +1,25 @@
+// Picks the embedding provider from the configuration: OpenAI (or compatible) with a key, else local.
+
+import { type Embedder, LocalEmbedder } from './embedder.ts'
+import { OpenAIEmbedder } from './openai-embedder.ts'
+
+export interface EmbedderSettings {
+  openaiApiKey: string | undefined
+  openaiBaseUrl: string | undefined
+  embeddingModel: string
+  embeddingDimensions: number
+  embeddingTimeoutMs: number
+  embeddingMaxRetries: number
+}
+
+export function createEmbedder(settings: EmbedderSettings): Embedder {
+  if (settings.openaiApiKey === undefined) return new LocalEmbedder(settings.embeddingDimensions)
+  return new OpenAIEmbedder({
+    apiKey: settings.openaiApiKey,
+    baseURL: settings.openaiBaseUrl,
+    model: settings.embeddingModel,
+    dimensions: settings.embeddingDimensions,
+    timeoutMs: settings.embeddingTimeoutMs,
+    maxRetries: settings.embeddingMaxRetries,
+  })
+}
