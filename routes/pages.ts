@@ -42,7 +42,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
       return reply.send(`Moved to ${normalized.location}\n`)
     }
 
-    const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment) : await app.pages.serveInvalidPath(segment)
+    const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment, app.segments().defaultSlug) : await app.pages.serveInvalidPath(segment)
     const notModified =
       response.status === 200 &&
       isNotModified({ ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] }, response.etag, response.lastModified)

@@ -55,6 +55,8 @@ function describe(problems: FieldProblem[], lines: number[]): string[] {
   return problems.map((p) => `line ${lines[p.record] ?? '?'}: ${p.field}: ${p.message}`)
 }
 
+const lineOf = (problem: string): number => Number(/^line (\d+)/.exec(problem)?.[1] ?? 0)
+
 function batches<T>(items: T[], size: number): T[][] {
   const out: T[][] = []
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
@@ -84,7 +86,7 @@ async function main(): Promise<number> {
     ...describe(segmentCheck.problems, grouped.lines.segment),
     ...describe(pageCheck.problems, grouped.lines.page),
     ...describe(variantCheck.problems, grouped.lines.variant),
-  ]
+  ].sort((a, b) => lineOf(a) - lineOf(b))
   if (problems.length > 0) {
     process.stderr.write(`${file}: ${problems.length} problem(s); nothing was written\n${problems.map((p) => `  ${p}`).join('\n')}\n`)
     return 1

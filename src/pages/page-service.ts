@@ -1,5 +1,5 @@
 // Serves a canonical page path for a segment: L1 lookup, else one render per key (single-flight),
-// producing the stored bytes and every caching header the CDN reads.
+// producing the stored bytes and every caching header the CDN reads; a miss has a time budget.
 
 import type { Kysely } from 'kysely'
 import type { ResponseCache, CachedResponse } from '../cache/response-cache.ts'
@@ -8,12 +8,12 @@ import { DomainError } from '../errors.ts'
 import { cacheTag, type CachePolicySettings, type HeaderMap, publicCacheHeaders, sharedTtlForPage } from '../http/cache-policy.ts'
 import { strongEtag } from '../http/conditional.ts'
 import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } from '../render/page-templates.ts'
-import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks, type RelatedLink, type VariantRow } from './page-repository.ts'
+import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from './page-repository.ts'
 
 /** Bumped when templates change, so entries rendered by an older release are never served. */
 export const RENDER_VERSION = 1
 
-export type CacheResult = 'HIT-L1' | 'MISS'
+export type CacheResult = 'HIT-L1' | 'MISS' | 'DEFAULT'
 
 export interface PageServiceSettings extends CachePolicySettings {
   publicBaseUrl: string
@@ -25,26 +25,6 @@ export interface PageServiceSettings extends CachePolicySettings {
 
 interface Logger {
   warn(obj: object, msg: string): void
-}
-
-/** A rendering made without its vector lookups (over budget) is kept briefly, then tried again. */
-const DEGRADED_SHARED_TTL_SECONDS = 60
-const DEGRADED_L1_TTL_SECONDS = 5
-
-const OVER_BUDGET = Symbol('over budget')
-
-async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T | typeof OVER_BUDGET> {
-  let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<typeof OVER_BUDGET>((resolve) => {
-    timer = setTimeout(() => resolve(OVER_BUDGET), budgetMs)
-  })
-  // The lookup keeps running after the deadline; its late result (or error) is dropped.
-  work.catch(() => undefined)
-  try {
-    return await Promise.race([work, deadline])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 export interface ServedPage {
@@ -61,6 +41,24 @@ const INDEX_LINKS_PER_VERTICAL = 25
 /** Headers a 304 repeats from the full response: caching, tags, validators, Vary (RFC 9110 section 15.4.5). */
 const NOT_MODIFIED_HEADERS = ['cache-control', 'cdn-cache-control', 'surrogate-control', 'surrogate-key', 'xkey', 'cache-tag', 'edge-cache-tag', 'etag', 'last-modified', 'vary', 'x-segment']
 
+/** A stand-in served over budget is kept this long by shared caches, then asked for again. */
+export const FALLBACK_SHARED_TTL_SECONDS = 60
+
+const OVER_BUDGET = Symbol('over budget')
+
+/** Resolves to the work's result, or to OVER_BUDGET when `budgetMs` passes first (the work goes on). */
+export async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T | typeof OVER_BUDGET> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<typeof OVER_BUDGET>((resolve) => {
+    timer = setTimeout(() => resolve(OVER_BUDGET), budgetMs)
+  })
+  try {
+    return await Promise.race([work, deadline])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export class PageService {
   private readonly db: Kysely<Database>
   private readonly cache: ResponseCache
@@ -76,21 +74,36 @@ export class PageService {
     this.log = log
   }
 
-  async serve(path: string, segment: string): Promise<ServedPage> {
+  /**
+   * L1, else one render per key. A render over the time budget does not keep the request waiting when
+   * the default segment's rendering of the page is at hand: that is served (briefly cacheable) while
+   * the personalized render finishes in the background and fills L1 for the next request.
+   */
+  async serve(path: string, segment: string, defaultSegment: string): Promise<ServedPage> {
     const key = pageCacheKey(path, segment)
     const hit = this.cache.get(key)
     if (hit !== undefined) return { response: hit, cacheResult: 'HIT-L1' }
-    const response = await this.cache.singleFlight(key, async () => {
-      const { response: rendered, degraded } = await this.render(path, segment)
-      const ttlSeconds = degraded
-        ? DEGRADED_L1_TTL_SECONDS
-        : rendered.status === 200
-          ? this.settings.l1TtlSeconds
-          : Math.min(this.settings.l1TtlSeconds, this.settings.notFoundTtlSeconds)
-      this.cache.set(key, rendered, Math.min(ttlSeconds, this.settings.l1TtlSeconds) * 1000)
+    const rendering = this.cache.singleFlight(key, async () => {
+      const rendered = await this.render(path, segment)
+      const ttlSeconds = rendered.status === 200 ? this.settings.l1TtlSeconds : Math.min(this.settings.l1TtlSeconds, this.settings.notFoundTtlSeconds)
+      this.cache.set(key, rendered, ttlSeconds * 1000)
       return rendered
     })
-    return { response, cacheResult: 'MISS' }
+    const fallback = segment === defaultSegment ? undefined : this.cache.get(pageCacheKey(path, defaultSegment))
+    if (fallback === undefined) return { response: await rendering, cacheResult: 'MISS' }
+
+    const result = await withinBudget(rendering, this.settings.renderBudgetMs)
+    if (result !== OVER_BUDGET) return { response: result, cacheResult: 'MISS' }
+    this.overBudget++
+    rendering.catch((err: unknown) => this.log.warn({ err, path, segment }, 'background render after the budget failed'))
+    this.log.warn({ path, segment, budgetMs: this.settings.renderBudgetMs }, 'render over budget; serving the default segment rendering meanwhile')
+    return { response: this.asFallback(fallback, segment), cacheResult: 'DEFAULT' }
+  }
+
+  private asFallback(response: CachedResponse, segment: string): CachedResponse {
+    const cacheHeaders = publicCacheHeaders({ ...this.settings, staleWhileRevalidateSeconds: 0, staleIfErrorSeconds: 0 }, FALLBACK_SHARED_TTL_SECONDS, [])
+    const headers = { ...response.headers, ...cacheHeaders, 'x-segment': segment }
+    return { ...response, headers, notModifiedHeaders: { ...response.notModifiedHeaders, ...cacheHeaders, 'x-segment': segment } }
   }
 
   /** A 404 for a request path that can never be a page (bad characters, too long), cached like any 404. */
@@ -119,29 +132,23 @@ export class PageService {
     return evicted
   }
 
-  private async render(path: string, segment: string): Promise<{ response: CachedResponse; degraded: boolean }> {
+  private async render(path: string, segment: string): Promise<CachedResponse> {
     this.renders++
     try {
-      if (path === '/') return { response: await this.renderIndex(segment), degraded: false }
+      if (path === '/') return await this.renderIndex(segment)
       const page = await findPublishedPage(this.db, path)
-      if (page === undefined) return { response: this.notFound(path, segment), degraded: false }
-
-      // The vector lookups are the expensive part of a miss: they get a time budget.
-      const lookup: Promise<VariantRow | RelatedLink[] | undefined> =
-        page.kind === 'landing' ? findNearestVariant(this.db, page.id, segment) : findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks)
-      const found = await withinBudget(lookup, this.settings.renderBudgetMs)
-      const degraded = found === OVER_BUDGET
-      if (degraded) {
-        this.overBudget++
-        this.log.warn({ path, segment, budgetMs: this.settings.renderBudgetMs }, 'vector lookup over the render budget; serving the default rendering')
+      if (page === undefined) return this.notFound(path, segment)
+      let html: string
+      let lastModified = page.updatedAt
+      if (page.kind === 'landing') {
+        const variant = await findNearestVariant(this.db, page.id, segment)
+        html = renderLandingPage(page, variant)
+        if (variant !== undefined && variant.updatedAt > lastModified) lastModified = variant.updatedAt
+      } else {
+        html = renderSeoPage(page, await findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks))
       }
-      const variant = page.kind === 'landing' && !degraded ? (found as VariantRow | undefined) : undefined
-      const related = page.kind === 'seo' && !degraded ? (found as RelatedLink[]) : []
-      const html = page.kind === 'landing' ? renderLandingPage(page, variant) : renderSeoPage(page, related)
-      const lastModified = variant !== undefined && variant.updatedAt > page.updatedAt ? variant.updatedAt : page.updatedAt
       const tags = [cacheTag('page', page.id), cacheTag('segment', segment), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-      const sharedTtl = degraded ? DEGRADED_SHARED_TTL_SECONDS : sharedTtlForPage(page.path, page.crawlWeight)
-      return { response: this.ok(html, lastModified, sharedTtl, tags, segment), degraded }
+      return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment)
     } catch (err) {
       if (err instanceof DomainError) throw err
       throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })

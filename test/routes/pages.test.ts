@@ -209,3 +209,86 @@ t.test('draft pages are not served', async (t) => {
   app.pages.invalidatePaths(['/hostile'])
   t.equal((await app.inject({ url: '/hostile' })).statusCode, 404)
 })
+
+t.test('utm rules: the redirect carries the segment in a cookie and is never shared', async (t) => {
+  const res = await app.inject({ url: '/payroll?utm_source=LinkedIn&utm_medium=cpc' })
+  t.equal(res.statusCode, 301)
+  t.equal(res.headers.location, '/payroll')
+  t.equal(res.headers['set-cookie'], 'user_segment=enterprise; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly')
+  t.equal(res.headers['cache-control'], 'private, no-store', 'a response that sets a cookie is never public')
+  t.notOk('cdn-cache-control' in res.headers)
+  const followed = await app.inject({ url: '/payroll', headers: { cookie: 'user_segment=enterprise' } })
+  t.match(followed.body, 'data-segment="enterprise"')
+  const unknownSource = await app.inject({ url: '/payroll?utm_source=newsletter' })
+  t.notOk('set-cookie' in unknownSource.headers, 'no rule, no cookie')
+  t.match(unknownSource.headers['cache-control'], /^public/)
+  const cookieWins = await app.inject({ url: '/payroll?utm_source=linkedin', headers: { cookie: 'user_segment=smb' } })
+  t.notOk('set-cookie' in cookieWins.headers, 'an existing segment cookie is not overwritten by utm')
+})
+
+t.test('segments never leak: 300 interleaved requests through header, cookie and L1', async (t) => {
+  const segments = ['general', 'enterprise', 'smb', 'developer']
+  app.pages.invalidatePaths(['/crm', '/payroll', '/helpdesk'])
+  let wrong = 0
+  for (let i = 0; i < 300; i++) {
+    const segment = segments[(i * 7 + (i >> 2)) % 4]!
+    const path = ['/crm', '/payroll', '/helpdesk'][i % 3]!
+    const via = i % 3 === 0 ? { cookie: `user_segment=${segment}` } : i % 3 === 1 ? { 'x-segment': segment } : { 'x-segment': segment.toUpperCase(), cookie: 'user_segment=smb' }
+    const res = await app.inject({ url: path, headers: via })
+    const served = /data-segment="([a-z]+)"/.exec(res.body)?.[1]
+    if (served !== segment || res.headers['x-segment'] !== segment) {
+      wrong++
+      t.fail(`${path} via ${JSON.stringify(via)}: expected ${segment}, got ${served} (${res.headers['x-cache']})`)
+    }
+  }
+  t.equal(wrong, 0, 'every response carried the requested segment')
+})
+
+t.test('SEO pages link related pages of the same vertical, nearest by intent', async (t) => {
+  const res = await app.inject({ url: '/helpdesk/gyms/denver' })
+  const links = [...res.body.matchAll(/<aside class="related">[\s\S]*?<\/aside>/g)][0]?.[0] ?? ''
+  const paths = [...links.matchAll(/href="([^"]+)"/g)].map((m) => m[1]!)
+  t.equal(paths.length, 6, 'RELATED_LINKS=6 by default')
+  t.ok(paths.every((p) => p.startsWith('/helpdesk/')), 'same vertical')
+  t.notOk(paths.includes('/helpdesk/gyms/denver'), 'not itself')
+  t.ok(paths.some((p) => p.includes('/gyms/') || p.endsWith('/denver')), `nearest share words with "gyms in denver": ${paths.join(' ')}`)
+})
+
+t.test('a personalized miss over the time budget serves the default rendering, then the real one', async (t) => {
+  const budgetApp = await buildTestApp(t, { RENDER_BUDGET_MS: '50', REDIS_URL: 'off' })
+  const general = await budgetApp.inject({ url: '/helpdesk' })
+  t.match(general.body, 'data-segment="general"')
+  // Hold the embedded database with a transaction from another connection: every query of the app waits.
+  const { default: pg } = await import('pg')
+  const blocker = new pg.Client({ connectionString: budgetApp.database.connectionString })
+  await blocker.connect()
+  await blocker.query('BEGIN')
+  await blocker.query('SELECT 1')
+  let released = false
+  const release = async () => {
+    if (released) return
+    released = true
+    await blocker.query('COMMIT')
+    await blocker.end()
+  }
+  t.teardown(release)
+  const started = Date.now()
+  const stalled = await budgetApp.inject({ url: '/helpdesk', headers: { 'x-segment': 'developer' } })
+  const waited = Date.now() - started
+  t.ok(waited < 2000, `answered within the budget, not after the database (${waited} ms)`)
+  t.equal(stalled.statusCode, 200)
+  t.equal(stalled.headers['x-cache'], 'DEFAULT')
+  t.equal(stalled.headers['x-segment'], 'developer')
+  t.match(stalled.body, 'data-segment="general"', 'the default segment rendering')
+  t.equal(stalled.headers['cache-control'], 'public, max-age=60, s-maxage=60, stale-while-revalidate=0, stale-if-error=0', 'kept briefly by shared caches')
+  t.equal(budgetApp.pages.overBudget, 1, 'counted')
+  await release()
+  // The render that went over budget finishes in the background and fills L1.
+  let after = await budgetApp.inject({ url: '/helpdesk', headers: { 'x-segment': 'developer' } })
+  for (let i = 0; i < 50 && after.headers['x-cache'] !== 'HIT-L1'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    after = await budgetApp.inject({ url: '/helpdesk', headers: { 'x-segment': 'developer' } })
+  }
+  t.match(after.body, 'data-segment="developer"')
+  t.equal(after.headers['x-cache'], 'HIT-L1')
+})
