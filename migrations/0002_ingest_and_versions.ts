@@ -8,6 +8,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`ALTER TABLE content_variants DROP CONSTRAINT content_variants_variant_key_key`.execute(db)
   await db.schema.alterTable('content_variants').addUniqueConstraint('content_variants_key_version', ['variant_key', 'vector_version']).execute()
 
+  // The text a variant's vector was computed from: a re-embed with another model needs it again.
+  await db.schema.alterTable('content_variants').addColumn('embedding_text', 'text', (c) => c.notNull().defaultTo('')).execute()
   await db.schema.alterTable('pages').addColumn('intent_hash', 'text').execute()
   // kysely's index builder cannot express an operator class with storage parameters.
   await sql`CREATE INDEX pages_intent_embedding_hnsw ON pages
@@ -27,6 +29,7 @@ export async function down(db: Kysely<any>): Promise<void> {
   await db.schema.dropTable('page_embedding_staging').execute()
   await sql`DROP INDEX pages_intent_embedding_hnsw`.execute(db)
   await db.schema.alterTable('pages').dropColumn('intent_hash').execute()
+  await db.schema.alterTable('content_variants').dropColumn('embedding_text').execute()
   await db.schema.alterTable('content_variants').dropConstraint('content_variants_key_version').execute()
   await db.schema.alterTable('content_variants').addUniqueConstraint('content_variants_variant_key_key', ['variant_key']).execute()
 }

@@ -53,6 +53,7 @@ export interface ContentVariantsTable {
   vector_version: number
   metadata: ColumnType<Record<string, unknown>, string, string>
   content_hash: string
+  embedding_text: Generated<string>
   updated_at: Timestamp
 }
 

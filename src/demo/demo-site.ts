@@ -197,6 +197,7 @@ export async function seedDemoSite(db: Kysely<Database>, publicBaseUrl: string):
       embedding: toPgVector(localEmbedding(text, EMBEDDING_DIMENSIONS)),
       vector_version: versionId,
       content_hash: embeddingHash(LOCAL_EMBEDDING_MODEL, EMBEDDING_DIMENSIONS, text),
+      embedding_text: text,
     }))
     await trx.insertInto('content_variants').values(rows).onConflict((oc) => oc.columns(['variant_key', 'vector_version']).doNothing()).execute()
     // Keeps the planner's view of the fresh tables honest for the first requests.

@@ -212,6 +212,7 @@ export async function ingestVariants(db: Kysely<Database>, embedder: Embedder, r
             embedding,
             vector_version: versionId,
             content_hash: hash,
+            embedding_text: v.text,
             updated_at: new Date(),
           })),
         )
@@ -227,6 +228,7 @@ export async function ingestVariants(db: Kysely<Database>, embedder: Embedder, r
             metadata: (eb) => eb.ref('excluded.metadata'),
             embedding: (eb) => eb.ref('excluded.embedding'),
             content_hash: (eb) => eb.ref('excluded.content_hash'),
+            embedding_text: (eb) => eb.ref('excluded.embedding_text'),
             updated_at: sql`now()`,
           }),
         )
