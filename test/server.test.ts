@@ -4,22 +4,15 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from './support/net.ts'
 
 const serverEntry = fileURLToPath(new URL('../server.ts', import.meta.url))
 const dataDir = mkdtempSync(path.join(tmpdir(), 'vo-server-test-'))
 t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
 
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function start(port: number): Promise<{ child: ChildProcess; logs: () => string }> {
   const child = spawn(process.execPath, [...process.execArgv, serverEntry], {

@@ -1,16 +1,10 @@
 // Picks the embedding provider from the configuration: OpenAI (or compatible) with a key, else local.
 
+import type { Config } from '../config.ts'
 import { type Embedder, LocalEmbedder } from './embedder.ts'
 import { OpenAIEmbedder } from './openai-embedder.ts'
 
-export interface EmbedderSettings {
-  openaiApiKey: string | undefined
-  openaiBaseUrl: string | undefined
-  embeddingModel: string
-  embeddingDimensions: number
-  embeddingTimeoutMs: number
-  embeddingMaxRetries: number
-}
+export type EmbedderSettings = Pick<Config, 'openaiApiKey' | 'openaiBaseUrl' | 'embeddingModel' | 'embeddingDimensions' | 'embeddingTimeoutMs' | 'embeddingMaxRetries'>
 
 export function createEmbedder(settings: EmbedderSettings): Embedder {
   if (settings.openaiApiKey === undefined) return new LocalEmbedder(settings.embeddingDimensions)

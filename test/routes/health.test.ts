@@ -1,14 +1,7 @@
 import t from 'tap'
-import net from 'node:net'
 import { buildTestApp } from '../helper.ts'
+import { freePort } from '../support/net.ts'
 
-async function unusedPort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 t.test('live and ready with PostgreSQL and Redis up', async (t) => {
   const app = await buildTestApp(t)
@@ -23,7 +16,7 @@ t.test('live and ready with PostgreSQL and Redis up', async (t) => {
 })
 
 t.test('Redis unreachable: degraded, still serving pages', async (t) => {
-  const app = await buildTestApp(t, { REDIS_URL: `redis://127.0.0.1:${await unusedPort()}` })
+  const app = await buildTestApp(t, { REDIS_URL: `redis://127.0.0.1:${await freePort()}` })
   const ready = await app.inject({ url: '/health/ready' })
   t.equal(ready.statusCode, 200)
   const body = ready.json()
