@@ -2,6 +2,8 @@
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { randomUUID } from 'node:crypto'
+import { RedisL2 } from '../src/cache/redis-l2.ts'
 import { ResponseCache } from '../src/cache/response-cache.ts'
 import { PageService } from '../src/pages/page-service.ts'
 import { listSegments } from '../src/pages/page-repository.ts'
@@ -22,7 +24,6 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   const { config } = app
   const cache = new ResponseCache(config.l1MaxBytes)
   app.decorate('responseCache', cache)
-  app.decorate('pages', new PageService(app.database.db, cache, config, app.log))
 
   // Until the segments load (the schema may not be migrated yet), every request is the default segment.
   let directory = buildSegmentDirectory([])
@@ -36,10 +37,48 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   await reload()
   app.decorate('segments', () => directory)
   app.decorate('reloadSegments', reload)
+
+  // L1 invalidations reach every instance over Redis pub/sub (the channel carries the key prefix).
+  const instanceId = randomUUID()
+  const channel = `${config.redisKeyPrefix}invalidate`
+  const redis = app.redis
+  const pages = new PageService({
+    db: app.database.db,
+    cache,
+    l2: redis === null ? null : new RedisL2(redis, app.log),
+    settings: config,
+    log: app.log,
+    segmentSlugs: () => [...directory.slugs],
+    broadcastInvalidation:
+      redis === null
+        ? undefined
+        : (keys) => {
+            redis.publish(channel, JSON.stringify({ from: instanceId, keys })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
+          },
+  })
+  app.decorate('pages', pages)
+
+  if (redis !== null) {
+    // Subscribes as soon as Redis answers, and again after every reconnect (ioredis autoResubscribe).
+    const subscriber = redis.duplicate({ lazyConnect: false, enableOfflineQueue: true })
+    subscriber.on('error', () => undefined) // the main client already logs Redis being down
+    subscriber.on('message', (_channel: string, message: string) => {
+      try {
+        const { from, keys } = JSON.parse(message) as { from: string; keys: string[] }
+        if (from !== instanceId && Array.isArray(keys)) pages.evictLocal(keys)
+      } catch (err) {
+        app.log.warn({ err }, 'ignoring a malformed invalidation message')
+      }
+    })
+    subscriber.subscribe(channel).catch((err: unknown) => app.log.warn({ err }, 'not subscribed to invalidations yet; will retry on reconnect'))
+    app.addHook('onClose', async () => {
+      subscriber.disconnect()
+    })
+  }
   // Segments change rarely; a periodic reload bounds how long a new one stays unknown.
   const timer = setInterval(() => void reload(), SEGMENT_REFRESH_MS)
   timer.unref()
   app.addHook('onClose', async () => clearInterval(timer))
 }
 
-export default fp(pagesPlugin, { name: 'pages', dependencies: ['config', 'database'] })
+export default fp(pagesPlugin, { name: 'pages', dependencies: ['config', 'database', 'redis'] })

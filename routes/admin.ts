@@ -68,7 +68,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const result = await ingestPages(app.database.db, app.embedder, request.body.pages, app.config.publicBaseUrl)
-      const invalidated = app.pages.invalidatePaths([...result.affectedPaths, '/'])
+      const invalidated = await app.pages.invalidatePaths([...result.affectedPaths, '/'])
       request.log.info({ ...result, affectedPaths: result.affectedPaths.length, invalidated }, 'pages ingested')
       const { affectedPaths: _paths, ...summary } = result
       return { ...summary, invalidated }
@@ -86,7 +86,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const result = await ingestVariants(app.database.db, app.embedder, request.body.variants)
-      const invalidated = result.affectedSegments.length === 0 ? 0 : app.pages.invalidateSegments(await listLandingPaths(app.database.db), result.affectedSegments)
+      const invalidated = result.affectedSegments.length === 0 ? 0 : await app.pages.invalidateSegments(await listLandingPaths(app.database.db), result.affectedSegments)
       request.log.info({ ...result, invalidated }, 'variants ingested')
       const { affectedSegments: _segments, ...summary } = result
       return { ...summary, invalidated }

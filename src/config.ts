@@ -34,6 +34,8 @@ export interface Config {
   redirectTtlSeconds: number
   l1MaxBytes: number
   l1TtlSeconds: number
+  /** Cap on how long the origin's own tiers treat an entry as fresh (the CDN's TTL can be a day). */
+  originFreshSeconds: number
   /** Time budget of a miss (variant and related-page lookups) before a default rendering is served. */
   renderBudgetMs: number
   relatedLinks: number
@@ -181,7 +183,8 @@ export function loadConfig(env: Env = process.env): Config {
     notFoundTtlSeconds: read.integer('NOT_FOUND_TTL_SECONDS', 60, 0, DAY),
     redirectTtlSeconds: read.integer('REDIRECT_TTL_SECONDS', DAY, 0, 365 * DAY),
     l1MaxBytes: read.integer('L1_MAX_BYTES', 64 * 1024 * 1024, 1024 * 1024, 8 * 1024 * 1024 * 1024),
-    l1TtlSeconds: read.integer('L1_TTL_SECONDS', 60, 1, DAY),
+    l1TtlSeconds: read.integer('L1_TTL_SECONDS', 60, 0, DAY),
+    originFreshSeconds: read.integer('ORIGIN_FRESH_SECONDS', 3_600, 1, 7 * DAY),
     renderBudgetMs: read.integer('RENDER_BUDGET_MS', 200, 1, 60_000),
     relatedLinks: read.integer('RELATED_LINKS', 6, 0, 50),
     adminToken: read.string('ADMIN_TOKEN', '', /^[\x21-\x7e]{16,256}$/, 'at least 16 printable characters (no spaces)') || undefined,

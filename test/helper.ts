@@ -2,6 +2,7 @@
 // PostgreSQL and a dedicated Redis database number, and closes it when the test ends.
 
 import type { FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
 import { buildApp } from '../app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 
@@ -24,8 +25,31 @@ interface Teardown {
 }
 
 export async function buildTestApp(t: Teardown, env: Record<string, string> = {}): Promise<FastifyInstance> {
-  const app = await buildApp(testConfig(env), { logger: false })
-  t.teardown(() => app.close())
+  const config = testConfig(env)
+  const app = await buildApp(config, { logger: false })
+  t.teardown(async () => {
+    await app.close()
+    if (config.redisUrl !== undefined) await deleteKeysWithPrefix(config.redisUrl, config.redisKeyPrefix)
+  })
   await app.ready()
   return app
+}
+
+/** Removes what a test wrote to Redis: only keys under its own prefix, never anything else. */
+export async function deleteKeysWithPrefix(redisUrl: string, prefix: string): Promise<void> {
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 500, retryStrategy: () => null })
+  redis.on('error', () => undefined)
+  try {
+    await redis.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await redis.del(...keys)
+    } while (cursor !== '0')
+  } catch {
+    // Redis is not there (a test of that case): nothing to clean.
+  } finally {
+    redis.disconnect()
+  }
 }

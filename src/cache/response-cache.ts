@@ -12,34 +12,48 @@ export interface CachedResponse {
   notModifiedHeaders: Record<string, string>
   etag: string
   lastModified: Date
+  /** Epoch ms: served as is until then. */
+  freshUntil: number
+  /** Epoch ms: served stale while one background refresh runs, until then. */
+  swrUntil: number
+  /** Epoch ms: served stale when the database fails (stale-if-error), until then. */
+  staleUntil: number
+  /** How long the render took, for probabilistic early refresh. */
+  renderMs: number
+}
+
+export interface L1Entry {
+  response: CachedResponse
+  /** When this instance asks L2 / the database again (bounds staleness when invalidations are lost). */
+  localFreshUntil: number
 }
 
 /** Fixed overhead counted per entry besides the body: key, headers, bookkeeping. */
 const ENTRY_OVERHEAD_BYTES = 512
 
 export class ResponseCache {
-  private readonly lru: LRUCache<string, CachedResponse>
+  private readonly lru: LRUCache<string, L1Entry>
   private readonly inFlight = new Map<string, Promise<CachedResponse>>()
   coalesced = 0
 
   constructor(maxBytes: number) {
-    this.lru = new LRUCache<string, CachedResponse>({
+    this.lru = new LRUCache<string, L1Entry>({
       maxSize: maxBytes,
-      sizeCalculation: (value, key) => value.body.byteLength + key.length + ENTRY_OVERHEAD_BYTES,
+      sizeCalculation: (value, key) => value.response.body.byteLength + key.length + ENTRY_OVERHEAD_BYTES,
       // Entries larger than a tenth of the cache would evict too much: serve them uncached.
       maxEntrySize: Math.max(1, Math.floor(maxBytes / 10)),
-      ttlAutopurge: false,
-      allowStale: false,
     })
   }
 
-  get(key: string): CachedResponse | undefined {
+  get(key: string): L1Entry | undefined {
     return this.lru.get(key)
   }
 
-  set(key: string, value: CachedResponse, ttlMs: number): void {
-    if (ttlMs <= 0) return
-    this.lru.set(key, value, { ttl: ttlMs })
+  /** Kept until the response's stale window ends; freshness is decided by the caller. */
+  set(key: string, response: CachedResponse, localFreshUntil: number): void {
+    const ttl = response.staleUntil - Date.now()
+    if (ttl <= 0) return
+    this.lru.set(key, { response, localFreshUntil: Math.min(localFreshUntil, response.freshUntil) }, { ttl: Math.ceil(ttl) })
   }
 
   /** Runs `render` once per key at a time; concurrent callers share its result (or its error). */
@@ -54,13 +68,21 @@ export class ResponseCache {
     return promise
   }
 
-  /** Evicts every entry whose key starts with `prefix` (all segments of one path). */
+  isInFlight(key: string): boolean {
+    return this.inFlight.has(key)
+  }
+
+  /** Evicts every entry whose key starts with `prefix`. */
   deleteByPrefix(prefix: string): number {
     let deleted = 0
     for (const key of this.lru.keys()) {
       if (key.startsWith(prefix) && this.lru.delete(key)) deleted++
     }
     return deleted
+  }
+
+  delete(key: string): boolean {
+    return this.lru.delete(key)
   }
 
   clear(): void {

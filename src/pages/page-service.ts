@@ -1,7 +1,10 @@
 // Serves a canonical page path for a segment: L1 lookup, else one render per key (single-flight),
 // producing the stored bytes and every caching header the CDN reads; a miss has a time budget.
 
+import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
+import CircuitBreaker from 'opossum'
+import type { RedisL2 } from '../cache/redis-l2.ts'
 import type { ResponseCache, CachedResponse } from '../cache/response-cache.ts'
 import type { Database } from '../db/schema.ts'
 import { DomainError } from '../errors.ts'
@@ -13,7 +16,7 @@ import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpda
 /** Bumped when templates change, so entries rendered by an older release are never served. */
 export const RENDER_VERSION = 1
 
-export type CacheResult = 'HIT-L1' | 'MISS' | 'DEFAULT'
+export type CacheResult = 'HIT-L1' | 'HIT-L2' | 'STALE' | 'MISS' | 'DEFAULT'
 
 export interface PageServiceSettings extends CachePolicySettings {
   publicBaseUrl: string
@@ -21,6 +24,9 @@ export interface PageServiceSettings extends CachePolicySettings {
   l1TtlSeconds: number
   renderBudgetMs: number
   relatedLinks: number
+  originFreshSeconds: number
+  staleWhileRevalidateSeconds: number
+  staleIfErrorSeconds: number
 }
 
 interface Logger {
@@ -32,8 +38,15 @@ export interface ServedPage {
   cacheResult: CacheResult
 }
 
+/** The path is the hash tag: every segment of a path, and its render lock, live in one Cluster slot. */
 export function pageCacheKey(path: string, segment: string): string {
-  return `${path}|${segment}|r${RENDER_VERSION}`
+  return `page:{${path}}|${segment}|r${RENDER_VERSION}`
+}
+
+function newest(a: CachedResponse | undefined, b: CachedResponse | undefined): CachedResponse | undefined {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  return b.freshUntil > a.freshUntil ? b : a
 }
 
 const INDEX_LINKS_PER_VERTICAL = 25
@@ -59,45 +72,164 @@ export async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promi
   }
 }
 
+export interface PageServiceOptions {
+  db: Kysely<Database>
+  cache: ResponseCache
+  /** null: no shared tier (REDIS_URL=off). */
+  l2: RedisL2 | null
+  settings: PageServiceSettings
+  log: Logger
+  /** Current segment slugs: an invalidation of a path drops every segment's entry. */
+  segmentSlugs: () => readonly string[]
+  /** Tells the other instances to drop these L1 keys (Redis pub/sub); absent on a single instance. */
+  broadcastInvalidation?: (keys: string[]) => void
+}
+
+/** How long one instance may render a cold key before another stops waiting for it. */
+const RENDER_LOCK_MS = 5_000
+/** How long an instance that lost the lock waits for the winner's entry before rendering itself. */
+const LOCK_WAIT_MS = 2_000
+const LOCK_POLL_MS = 20
+/** XFetch: refresh early with probability rising as expiry nears, scaled by the render time. */
+const XFETCH_BETA = 1
+
 export class PageService {
   private readonly db: Kysely<Database>
   private readonly cache: ResponseCache
+  private readonly l2: RedisL2 | null
   private readonly settings: PageServiceSettings
   private readonly log: Logger
+  private readonly segmentSlugs: () => readonly string[]
+  private readonly broadcast: ((keys: string[]) => void) | undefined
+  private readonly breaker: CircuitBreaker<[string, string], CachedResponse>
+  private readonly lockToken = randomUUID()
   renders = 0
   overBudget = 0
+  staleServed = 0
+  backgroundRefreshes = 0
 
-  constructor(db: Kysely<Database>, cache: ResponseCache, settings: PageServiceSettings, log: Logger) {
-    this.db = db
-    this.cache = cache
-    this.settings = settings
-    this.log = log
+  constructor(options: PageServiceOptions) {
+    this.db = options.db
+    this.cache = options.cache
+    this.l2 = options.l2
+    this.settings = options.settings
+    this.log = options.log
+    this.segmentSlugs = options.segmentSlugs
+    this.broadcast = options.broadcastInvalidation
+    // A failing database fails fast: while open, renders are refused at once (stale or 503 instead of
+    // every request waiting for a connect timeout).
+    this.breaker = new CircuitBreaker((path: string, segment: string) => this.render(path, segment), {
+      timeout: false,
+      errorThresholdPercentage: 50,
+      volumeThreshold: 5,
+      resetTimeout: 5_000,
+      // true means "not a failure": only the database being unavailable counts towards opening.
+      errorFilter: (err: unknown) => err instanceof DomainError && err.code !== 'DATABASE_UNAVAILABLE',
+    })
+  }
+
+  get databaseCircuitOpen(): boolean {
+    return this.breaker.opened
   }
 
   /**
-   * L1, else one render per key. A render over the time budget does not keep the request waiting when
-   * the default segment's rendering of the page is at hand: that is served (briefly cacheable) while
-   * the personalized render finishes in the background and fills L1 for the next request.
+   * The hot path: an L1 entry inside its fresh window is answered with no I/O at all. Past it: L2,
+   * then stale-while-revalidate, then one render per key (single-flight here, a Redis lock across
+   * instances). A render over the time budget is answered, when at hand, by the default segment's
+   * rendering; a failing database is answered by any entry still inside its stale-if-error window.
    */
   async serve(path: string, segment: string, defaultSegment: string): Promise<ServedPage> {
     const key = pageCacheKey(path, segment)
-    const hit = this.cache.get(key)
-    if (hit !== undefined) return { response: hit, cacheResult: 'HIT-L1' }
-    const rendering = this.cache.singleFlight(key, async () => {
-      const rendered = await this.render(path, segment)
-      const ttlSeconds = rendered.status === 200 ? this.settings.l1TtlSeconds : Math.min(this.settings.l1TtlSeconds, this.settings.notFoundTtlSeconds)
-      this.cache.set(key, rendered, ttlSeconds * 1000)
-      return rendered
-    })
-    const fallback = segment === defaultSegment ? undefined : this.cache.get(pageCacheKey(path, defaultSegment))
-    if (fallback === undefined) return { response: await rendering, cacheResult: 'MISS' }
+    const now = Date.now()
+    const local = this.cache.get(key)
+    if (local !== undefined && now < local.localFreshUntil) {
+      if (this.refreshEarly(local.response, now)) this.refreshInBackground(key, path, segment)
+      return { response: local.response, cacheResult: 'HIT-L1' }
+    }
 
-    const result = await withinBudget(rendering, this.settings.renderBudgetMs)
-    if (result !== OVER_BUDGET) return { response: result, cacheResult: 'MISS' }
-    this.overBudget++
-    rendering.catch((err: unknown) => this.log.warn({ err, path, segment }, 'background render after the budget failed'))
-    this.log.warn({ path, segment, budgetMs: this.settings.renderBudgetMs }, 'render over budget; serving the default segment rendering meanwhile')
-    return { response: this.asFallback(fallback, segment), cacheResult: 'DEFAULT' }
+    const shared = this.l2 === null ? undefined : await this.l2.get(key)
+    if (shared !== undefined && now < shared.freshUntil) {
+      this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
+      return { response: shared, cacheResult: 'HIT-L2' }
+    }
+    const known = newest(local?.response, shared)
+    if (known !== undefined && now < known.swrUntil) {
+      this.staleServed++
+      this.refreshInBackground(key, path, segment)
+      return { response: known, cacheResult: 'STALE' }
+    }
+
+    const rendering = this.renderShared(key, path, segment)
+    try {
+      const fallback = segment === defaultSegment ? undefined : this.cache.get(pageCacheKey(path, defaultSegment))?.response
+      if (fallback === undefined) return { response: await rendering, cacheResult: 'MISS' }
+      const result = await withinBudget(rendering, this.settings.renderBudgetMs)
+      if (result !== OVER_BUDGET) return { response: result, cacheResult: 'MISS' }
+      this.overBudget++
+      rendering.catch((err: unknown) => this.log.warn({ err, path, segment }, 'background render after the budget failed'))
+      this.log.warn({ path, segment, budgetMs: this.settings.renderBudgetMs }, 'render over budget; serving the default segment rendering meanwhile')
+      return { response: this.asFallback(fallback, segment), cacheResult: 'DEFAULT' }
+    } catch (err) {
+      // stale-if-error: a failed render never replaces a good entry, and the good entry answers.
+      if (known !== undefined && Date.now() < known.staleUntil && err instanceof DomainError && err.code === 'DATABASE_UNAVAILABLE') {
+        this.staleServed++
+        return { response: known, cacheResult: 'STALE' }
+      }
+      throw err
+    }
+  }
+
+  private refreshEarly(response: CachedResponse, now: number): boolean {
+    return now - response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= response.freshUntil
+  }
+
+  private refreshInBackground(key: string, path: string, segment: string): void {
+    if (this.cache.isInFlight(key)) return
+    this.backgroundRefreshes++
+    this.renderShared(key, path, segment).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
+  }
+
+  /** One render per key in this process; across processes the lock winner renders and the rest wait. */
+  private renderShared(key: string, path: string, segment: string): Promise<CachedResponse> {
+    return this.cache.singleFlight(key, async () => {
+      const lockKey = `lock:${key}`
+      const locked = this.l2 === null ? undefined : await this.l2.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS)
+      if (locked === false) {
+        const theirs = await this.waitForShared(key)
+        if (theirs !== undefined) {
+          this.cache.set(key, theirs, Date.now() + this.settings.l1TtlSeconds * 1000)
+          return theirs
+        }
+      }
+      try {
+        const response = await this.renderGuarded(path, segment)
+        this.cache.set(key, response, Date.now() + this.settings.l1TtlSeconds * 1000)
+        await this.l2?.set(key, response)
+        return response
+      } finally {
+        if (locked === true) await this.l2?.unlock(lockKey, this.lockToken)
+      }
+    })
+  }
+
+  private async waitForShared(key: string): Promise<CachedResponse | undefined> {
+    const deadline = Date.now() + LOCK_WAIT_MS
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS))
+      const entry = await this.l2?.get(key)
+      if (entry !== undefined && Date.now() < entry.freshUntil) return entry
+    }
+    return undefined
+  }
+
+  private async renderGuarded(path: string, segment: string): Promise<CachedResponse> {
+    try {
+      return await this.breaker.fire(path, segment)
+    } catch (err) {
+      if (err instanceof DomainError) throw err
+      // The breaker is open: do not even try the database.
+      throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })
+    }
   }
 
   private asFallback(response: CachedResponse, segment: string): CachedResponse {
@@ -110,34 +242,50 @@ export class PageService {
   async serveInvalidPath(segment: string): Promise<ServedPage> {
     const key = `!invalid|${segment}|r${RENDER_VERSION}`
     const hit = this.cache.get(key)
-    if (hit !== undefined) return { response: hit, cacheResult: 'HIT-L1' }
-    const response = this.notFound('', segment)
-    this.cache.set(key, response, Math.min(this.settings.l1TtlSeconds, this.settings.notFoundTtlSeconds) * 1000)
+    if (hit !== undefined && Date.now() < hit.localFreshUntil) return { response: hit.response, cacheResult: 'HIT-L1' }
+    const response = this.notFound('', segment, 0)
+    this.cache.set(key, response, response.freshUntil)
     return { response, cacheResult: 'MISS' }
   }
 
-  /** Drops every cached segment of these paths from L1. */
-  invalidatePaths(paths: readonly string[]): number {
-    let evicted = 0
-    for (const path of paths) evicted += this.cache.deleteByPrefix(`${path}|`)
+  /** Drops every segment of these paths from L1 here, from L2, and from L1 on the other instances. */
+  async invalidatePaths(paths: readonly string[]): Promise<number> {
+    return this.invalidateKeys(paths.flatMap((path) => this.segmentSlugs().map((segment) => pageCacheKey(path, segment))))
+  }
+
+  /** Drops the given segments of these paths (a variant change touches only its segment), and the home page. */
+  async invalidateSegments(paths: readonly string[], segments: readonly string[]): Promise<number> {
+    const keys = paths.flatMap((path) => segments.map((segment) => pageCacheKey(path, segment)))
+    return this.invalidateKeys([...keys, ...this.segmentSlugs().map((segment) => pageCacheKey('/', segment))])
+  }
+
+  async invalidateKeys(keys: readonly string[]): Promise<number> {
+    const evicted = this.evictLocal(keys)
+    // One DEL per path: the keys of a path share its hash tag (one Cluster slot).
+    const byPath = new Map<string, string[]>()
+    for (const key of keys) {
+      const tag = key.slice(0, key.indexOf('}') + 1)
+      byPath.set(tag, [...(byPath.get(tag) ?? []), key])
+    }
+    await Promise.all([...byPath.values()].map((group) => this.l2?.delete(group)))
+    this.broadcast?.([...keys])
     return evicted
   }
 
-  /** Drops the given segments of these paths from L1 (a variant change touches only its segment). */
-  invalidateSegments(paths: readonly string[], segments: readonly string[]): number {
+  /** L1 only: what another instance's invalidation message asks of this one. */
+  evictLocal(keys: readonly string[]): number {
     let evicted = 0
-    for (const path of paths) for (const segment of segments) evicted += this.cache.deleteByPrefix(`${path}|${segment}|`)
-    // The home page lists pages; it is cheap to render again.
-    evicted += this.cache.deleteByPrefix('/|')
+    for (const key of keys) if (this.cache.delete(key)) evicted++
     return evicted
   }
 
   private async render(path: string, segment: string): Promise<CachedResponse> {
     this.renders++
+    const started = Date.now()
     try {
-      if (path === '/') return await this.renderIndex(segment)
+      if (path === '/') return await this.renderIndex(segment, started)
       const page = await findPublishedPage(this.db, path)
-      if (page === undefined) return this.notFound(path, segment)
+      if (page === undefined) return this.notFound(path, segment, started)
       let html: string
       let lastModified = page.updatedAt
       if (page.kind === 'landing') {
@@ -148,34 +296,44 @@ export class PageService {
         html = renderSeoPage(page, await findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks))
       }
       const tags = [cacheTag('page', page.id), cacheTag('segment', segment), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-      return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment)
+      return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment, started)
     } catch (err) {
       if (err instanceof DomainError) throw err
       throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })
     }
   }
 
-  private async renderIndex(segment: string): Promise<CachedResponse> {
-    const [links, lastModified] = await Promise.all([listIndexLinks(this.db, INDEX_LINKS_PER_VERTICAL), latestPageUpdate(this.db)])
+  private async renderIndex(segment: string, started: number): Promise<CachedResponse> {
+    const links = await listIndexLinks(this.db, INDEX_LINKS_PER_VERTICAL)
+    const lastModified = await latestPageUpdate(this.db)
     const html = renderSiteIndex(this.settings.publicBaseUrl, links)
-    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index'), cacheTag('segment', segment)], segment)
+    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index'), cacheTag('segment', segment)], segment, started)
   }
 
-  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string): CachedResponse {
-    return this.build(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment)
+  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string, started: number): CachedResponse {
+    const response = this.build(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment, started)
+    // The origin's own fresh window is capped: it bounds staleness when an invalidation is lost.
+    const now = Date.now()
+    response.freshUntil = now + Math.min(sharedTtl, this.settings.originFreshSeconds) * 1000
+    response.swrUntil = response.freshUntil + this.settings.staleWhileRevalidateSeconds * 1000
+    response.staleUntil = Math.max(response.swrUntil, response.freshUntil + this.settings.staleIfErrorSeconds * 1000)
+    return response
   }
 
-  private notFound(path: string, segment: string): CachedResponse {
+  private notFound(path: string, segment: string, started: number): CachedResponse {
     const ttl = this.settings.notFoundTtlSeconds
     // Negative caching: brief, and without stale windows, so a page published later shows up quickly.
     const headers: HeaderMap =
       ttl === 0
         ? { 'cache-control': 'no-store' }
         : publicCacheHeaders({ ...this.settings, staleWhileRevalidateSeconds: 0, staleIfErrorSeconds: 0 }, ttl, [cacheTag('template', 'not-found')])
-    return this.build(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, segment)
+    const response = this.build(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, segment, started)
+    // A 404 is never served stale: a page published meanwhile must show up within the negative TTL.
+    response.freshUntil = response.swrUntil = response.staleUntil = Date.now() + ttl * 1000
+    return response
   }
 
-  private build(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string): CachedResponse {
+  private build(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string, started: number): CachedResponse {
     const body = Buffer.from(html, 'utf8')
     const etag = strongEtag(body)
     // HTTP dates carry whole seconds; drop the milliseconds so If-Modified-Since compares exactly.
@@ -196,6 +354,6 @@ export class PageService {
       const value = headers[name]
       if (value !== undefined) notModifiedHeaders[name] = value
     }
-    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds }
+    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: Date.now() - started }
   }
 }

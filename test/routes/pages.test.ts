@@ -14,7 +14,7 @@ const seoPath = samplePages[Math.floor(samplePages.length / 2)]!.path
 
 async function setWeight(path: string, weight: number): Promise<void> {
   await db.updateTable('pages').set({ crawl_weight: weight, updated_at: sql`now()` }).where('path', '=', path).execute()
-  app.pages.invalidatePaths([path])
+  await app.pages.invalidatePaths([path])
 }
 
 t.test('the demo site is there: 500+ SEO pages over 3 verticals, 4 segments, a variant per segment', async (t) => {
@@ -55,7 +55,7 @@ t.test('s-maxage follows the crawl weight, jittered per path', async (t) => {
 
 t.test('a page response carries the whole contract', async (t) => {
   const page = await db.selectFrom('pages').select(['id', 'vertical', 'title', 'canonical_url', 'updated_at']).where('path', '=', seoPath).executeTakeFirstOrThrow()
-  app.pages.invalidatePaths([seoPath])
+  await app.pages.invalidatePaths([seoPath])
   const first = await app.inject({ url: seoPath })
   t.equal(first.headers['x-cache'], 'MISS')
   t.equal(first.headers['content-type'], 'text/html; charset=utf-8')
@@ -206,7 +206,7 @@ t.test('hostile page content is escaped end to end', async (t) => {
 
 t.test('draft pages are not served', async (t) => {
   await db.updateTable('pages').set({ status: 'draft' }).where('path', '=', '/hostile').execute()
-  app.pages.invalidatePaths(['/hostile'])
+  await app.pages.invalidatePaths(['/hostile'])
   t.equal((await app.inject({ url: '/hostile' })).statusCode, 404)
 })
 
@@ -228,7 +228,7 @@ t.test('utm rules: the redirect carries the segment in a cookie and is never sha
 
 t.test('segments never leak: 300 interleaved requests through header, cookie and L1', async (t) => {
   const segments = ['general', 'enterprise', 'smb', 'developer']
-  app.pages.invalidatePaths(['/crm', '/payroll', '/helpdesk'])
+  await app.pages.invalidatePaths(['/crm', '/payroll', '/helpdesk'])
   let wrong = 0
   for (let i = 0; i < 300; i++) {
     const segment = segments[(i * 7 + (i >> 2)) % 4]!

@@ -1,0 +1,103 @@
+// L2: rendered responses in Redis, shared by every origin instance, plus the short render lock that
+// makes one instance render a cold key while the others wait for its entry. Every call fails open:
+// an error or a timeout is a miss (or "no lock"), counted, never a failed request.
+
+import type { Cluster, Redis } from 'ioredis'
+import type { CachedResponse } from './response-cache.ts'
+
+interface Logger {
+  warn(obj: object, msg: string): void
+}
+
+type Meta = Omit<CachedResponse, 'body' | 'lastModified'> & { lastModified: number }
+
+/** [4-byte meta length][meta JSON][body]: the body travels as raw bytes, never as base64 or JSON. */
+export function encodeEntry(entry: CachedResponse): Buffer {
+  const { body, lastModified, ...rest } = entry
+  const meta = Buffer.from(JSON.stringify({ ...rest, lastModified: lastModified.getTime() } satisfies Meta))
+  const header = Buffer.allocUnsafe(4)
+  header.writeUInt32BE(meta.length, 0)
+  return Buffer.concat([header, meta, body])
+}
+
+export function decodeEntry(raw: Buffer): CachedResponse | undefined {
+  if (raw.length < 4) return undefined
+  const metaLength = raw.readUInt32BE(0)
+  if (raw.length < 4 + metaLength) return undefined
+  try {
+    const meta = JSON.parse(raw.subarray(4, 4 + metaLength).toString('utf8')) as Meta
+    return { ...meta, lastModified: new Date(meta.lastModified), body: Buffer.from(raw.subarray(4 + metaLength)) }
+  } catch {
+    return undefined
+  }
+}
+
+export class RedisL2 {
+  private readonly redis: Redis | Cluster
+  private readonly log: Logger
+  private lastWarning = 0
+  errors = 0
+
+  constructor(redis: Redis | Cluster, log: Logger) {
+    this.redis = redis
+    this.log = log
+  }
+
+  private failed(err: unknown, operation: string): void {
+    this.errors++
+    const now = Date.now()
+    if (now - this.lastWarning > 10_000) {
+      this.lastWarning = now
+      this.log.warn({ err, operation }, 'redis L2 call failed; carrying on without it')
+    }
+  }
+
+  async get(key: string): Promise<CachedResponse | undefined> {
+    try {
+      const raw = await this.redis.getBuffer(key)
+      return raw === null ? undefined : decodeEntry(raw)
+    } catch (err) {
+      this.failed(err, 'get')
+      return undefined
+    }
+  }
+
+  async set(key: string, entry: CachedResponse): Promise<void> {
+    const ttl = entry.staleUntil - Date.now()
+    if (ttl <= 0) return
+    try {
+      await this.redis.set(key, encodeEntry(entry), 'PX', Math.ceil(ttl))
+    } catch (err) {
+      this.failed(err, 'set')
+    }
+  }
+
+  /** Keys of one path share a hash tag, so this is one command even on a Redis Cluster. */
+  async delete(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return
+    try {
+      await this.redis.del(...keys)
+    } catch (err) {
+      this.failed(err, 'del')
+    }
+  }
+
+  /** true: this instance renders; false: another one is; undefined: Redis cannot say (render anyway). */
+  async tryLock(key: string, token: string, ttlMs: number): Promise<boolean | undefined> {
+    try {
+      return (await this.redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK'
+    } catch (err) {
+      this.failed(err, 'lock')
+      return undefined
+    }
+  }
+
+  /** Releases the lock only if it is still ours (it may have expired and been taken by another). */
+  async unlock(key: string, token: string): Promise<void> {
+    try {
+      await this.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, key, token)
+    } catch (err) {
+      this.failed(err, 'unlock')
+    }
+  }
+}

@@ -1,0 +1,56 @@
+// Redis killed, paused and restarted under a running origin: pages keep coming from L1 and
+// PostgreSQL within the budget, readiness says degraded, and the origin reconnects by itself.
+
+import t from 'tap'
+import { buildTestApp } from '../helper.ts'
+import { privateRedis } from '../support/redis-server.ts'
+
+const redis = await privateRedis(t)
+const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-faults:' }
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+t.test('killed, restarted, paused', async (t) => {
+  const a = await buildTestApp(t, env)
+  const b = await buildTestApp(t, { ...env, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  t.equal((await a.inject({ url: '/crm/dentists/boston' })).headers['x-cache'], 'MISS')
+
+  await redis.kill()
+  t.equal((await a.inject({ url: '/crm/dentists/boston' })).headers['x-cache'], 'HIT-L1', 'warm keys from L1')
+  const started = Date.now()
+  const cold = await a.inject({ url: '/crm/dentists/denver' })
+  t.equal(cold.statusCode, 200, 'cold keys rendered from PostgreSQL')
+  t.ok(Date.now() - started < 1000, `without waiting on Redis (${Date.now() - started} ms)`)
+  const ready = await a.inject({ url: '/health/ready' })
+  t.equal(ready.statusCode, 200)
+  t.equal(ready.json().status, 'degraded')
+
+  await redis.start()
+  await until('the origin to reconnect', async () => (await a.inject({ url: '/health/ready' })).json().status === 'ok')
+  await until('the second instance to reconnect', async () => (await b.inject({ url: '/health/ready' })).json().status === 'ok')
+  t.equal((await a.inject({ url: '/crm/gyms/denver' })).headers['x-cache'], 'MISS')
+  t.equal((await b.inject({ url: '/crm/gyms/denver' })).headers['x-cache'], 'HIT-L2', 'L2 shared again after the restart')
+
+  redis.pause()
+  try {
+    const times: number[] = []
+    for (const city of ['miami', 'seattle', 'portland']) {
+      const began = Date.now()
+      const res = await a.inject({ url: `/payroll/gyms/${city}` })
+      times.push(Date.now() - began)
+      t.equal(res.statusCode, 200)
+    }
+    t.ok(Math.max(...times) < 1000, `paused Redis costs command timeouts, not hangs: ${times.join(', ')} ms`)
+    t.equal((await a.inject({ url: '/health/ready' })).json().status, 'degraded')
+  } finally {
+    redis.resume()
+  }
+  await until('Redis answering again after the pause', async () => (await a.inject({ url: '/health/ready' })).json().status === 'ok')
+})

@@ -1,0 +1,83 @@
+// The tiered cache across two app instances sharing one Redis: L2 hits, pub/sub invalidation,
+// one render per key across instances, stale-while-revalidate, stale-if-error, fast 503s.
+
+import t from 'tap'
+import { buildTestApp } from '../helper.ts'
+import { privateRedis } from '../support/redis-server.ts'
+
+const redis = await privateRedis(t)
+const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-tier:' }
+
+t.test('two instances share L2 and invalidations', async (t) => {
+  const a = await buildTestApp(t, shared)
+  // Both instances on one database, as in production: the second reaches the first's embedded server.
+  const b = await buildTestApp(t, { ...shared, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const first = await a.inject({ url: '/crm/gyms/austin' })
+  t.equal(first.headers['x-cache'], 'MISS')
+  const fromB = await b.inject({ url: '/crm/gyms/austin' })
+  t.equal(fromB.headers['x-cache'], 'HIT-L2', 'the other instance answers from Redis')
+  t.equal(fromB.body, first.body)
+  t.equal(fromB.headers.etag, first.headers.etag)
+  t.equal(fromB.headers['cache-control'], first.headers['cache-control'])
+  t.equal((await b.inject({ url: '/crm/gyms/austin' })).headers['x-cache'], 'HIT-L1')
+
+  await a.database.db.updateTable('pages').set({ title: 'CRM for Gyms in Austin, revised', updated_at: new Date() }).where('path', '=', '/crm/gyms/austin').execute()
+  await a.pages.invalidatePaths(['/crm/gyms/austin'])
+  let after = await b.inject({ url: '/crm/gyms/austin' })
+  for (let i = 0; i < 40 && after.headers['x-cache'] === 'HIT-L1'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25))
+    after = await b.inject({ url: '/crm/gyms/austin' })
+  }
+  t.not(after.headers['x-cache'], 'HIT-L1', 'the invalidation reached the other instance over pub/sub')
+  t.match(after.body, 'CRM for Gyms in Austin, revised')
+})
+
+t.test('a stampede on one cold key renders once across two instances', async (t) => {
+  const a = await buildTestApp(t, shared)
+  // Both instances on one database, as in production: the second reaches the first's embedded server.
+  const b = await buildTestApp(t, { ...shared, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const before = a.pages.renders + b.pages.renders
+  const url = '/payroll/plumbers/miami'
+  const responses = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).inject({ url })))
+  t.ok(responses.every((r) => r.statusCode === 200))
+  t.equal(new Set(responses.map((r) => r.headers.etag)).size, 1, 'one body for everyone')
+  t.equal(a.pages.renders + b.pages.renders - before, 1, 'one render in all')
+})
+
+t.test('stale-while-revalidate, then stale-if-error and fast 503s when PostgreSQL fails', async (t) => {
+  const app = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-stale:', ORIGIN_FRESH_SECONDS: '1', L1_TTL_SECONDS: '1' })
+  const url = '/helpdesk/schools/boston'
+  const warm = await app.inject({ url })
+  t.equal(warm.headers['x-cache'], 'MISS')
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  const stale = await app.inject({ url })
+  t.equal(stale.headers['x-cache'], 'STALE', 'past the fresh window: served stale')
+  t.equal(stale.body, warm.body)
+  let refreshed = await app.inject({ url })
+  for (let i = 0; i < 40 && refreshed.headers['x-cache'] !== 'HIT-L1'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25))
+    refreshed = await app.inject({ url })
+  }
+  t.equal(refreshed.headers['x-cache'], 'HIT-L1', 'the background refresh replaced it')
+
+  // PostgreSQL goes away.
+  await app.database.pool.end()
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  const fromStale = await app.inject({ url })
+  t.equal(fromStale.statusCode, 200, 'a warm key is still served')
+  t.equal(fromStale.headers['x-cache'], 'STALE')
+  t.equal(fromStale.body, warm.body, 'the failed refresh did not replace the good entry')
+  const times: number[] = []
+  for (let i = 0; i < 8; i++) {
+    const started = Date.now()
+    const cold = await app.inject({ url: `/helpdesk/gyms/city-${i}` })
+    times.push(Date.now() - started)
+    t.equal(cold.statusCode, 503, 'a cold key is a 503')
+    t.equal(cold.headers['cache-control'], 'no-store')
+    t.equal(cold.headers['retry-after'], '5')
+  }
+  t.ok(app.pages.databaseCircuitOpen, 'the database circuit opened')
+  t.ok(Math.max(...times.slice(-3)) < 100, `fast failures once open: ${times.join(', ')} ms`)
+  const again = await app.inject({ url })
+  t.equal(again.statusCode, 200, 'the warm key stays served with the circuit open')
+})
