@@ -1,9 +1,13 @@
 // The real origin (buildApp) for benchmarks, started as a child so it has its own event loop.
+// Answers 'stats' with its render counters; exits when the parent disconnects.
 
 import { buildApp } from '../app.ts'
 import { loadConfig } from '../src/config.ts'
 
 const app = await buildApp(loadConfig({ ...process.env, PORT: '0' }))
 const address = await app.listen({ port: 0, host: '127.0.0.1' })
-process.send?.({ address })
+process.send?.({ address, databaseUrl: app.database.connectionString })
+process.on('message', (message) => {
+  if (message === 'stats') process.send?.({ renders: app.pages.renders, coalesced: app.responseCache.coalesced })
+})
 process.on('disconnect', () => void app.close().then(() => process.exit(0)))

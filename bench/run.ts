@@ -1,12 +1,13 @@
 // `npm run bench`: load benchmarks against 127.0.0.1, each as a ratio to bare Fastify measured in the
 // same run, interleaved over several rounds; medians are written to bench/RESULTS.md.
-// Bounded: ROUNDS x scenarios x DURATION seconds (default 5 x 2 x 2 x 5 s = under two minutes).
+// Bounded: ROUNDS x scenarios x 2 sides x DURATION seconds (default 5 x 3 x 2 x 5 s = 150 s), plus the stampedes.
 
 import autocannon from 'autocannon'
 import { fork, type ChildProcess } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { deleteKeysWithPrefix } from '../src/cache/redis-keys.ts'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)
@@ -32,8 +33,14 @@ const median = (values: number[]): number => {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/12'
+const prefix = `vo-bench-${process.pid}:`
 const origin = await start('./origin-server.ts', { DATA_DIR: 'memory://', REDIS_URL: 'off', LOG_LEVEL: 'warn' })
 const originUrl = origin.message.address!
+// L2 hit: L1 never fresh (L1_TTL_SECONDS=0), so every request reads Redis.
+const l2Origin = await start('./origin-server.ts', { DATA_DIR: 'memory://', REDIS_URL, REDIS_KEY_PREFIX: prefix, L1_TTL_SECONDS: '0', LOG_LEVEL: 'warn' })
+const l2Url = l2Origin.message.address!
+await fetch(`${l2Url}${PAGE}`)
 const first = await fetch(`${originUrl}${PAGE}`)
 const body = Buffer.from(await first.arrayBuffer())
 const originEtag = first.headers.get('etag')!
@@ -44,6 +51,7 @@ const bareUrl = bare.message.address!
 const noHeaders: Record<string, string> = {}
 const scenarios: Array<{ name: string; origin: { url: string; headers: Record<string, string> }; bare: { url: string; headers: Record<string, string> }; bar: number }> = [
   { name: 'L1 hit (200, full body)', origin: { url: `${originUrl}${PAGE}`, headers: noHeaders }, bare: { url: `${bareUrl}${PAGE}`, headers: noHeaders }, bar: 0.9 },
+  { name: 'L2 hit (L1 off, Redis)', origin: { url: `${l2Url}${PAGE}`, headers: noHeaders }, bare: { url: `${bareUrl}${PAGE}`, headers: noHeaders }, bar: 0.6 },
   { name: '304 revalidation', origin: { url: `${originUrl}${PAGE}`, headers: { 'if-none-match': originEtag } }, bare: { url: `${bareUrl}${PAGE}`, headers: { 'if-none-match': bare.message.etag! } }, bar: 1.0 },
 ]
 
@@ -67,8 +75,28 @@ for (let round = 1; round <= ROUNDS; round++) {
   }
 }
 
-origin.child.disconnect()
-bare.child.disconnect()
+// Stampede: 500 concurrent requests on one cold key, split over two instances sharing Redis and
+// the database; renders are counted by the instances themselves.
+async function renders(child: ChildProcess): Promise<number> {
+  child.send('stats')
+  return new Promise((resolve) => child.once('message', (m) => resolve((m as { renders: number }).renders)))
+}
+const stampedeA = await start('./origin-server.ts', { DATA_DIR: 'memory://', REDIS_URL, REDIS_KEY_PREFIX: `${prefix}stampede:`, LOG_LEVEL: 'warn' })
+const stampedeB = await start('./origin-server.ts', { DATABASE_URL: stampedeA.message.databaseUrl!, DB_POOL_MAX: '1', REDIS_URL, REDIS_KEY_PREFIX: `${prefix}stampede:`, LOG_LEVEL: 'warn' })
+const stampedeRows: string[] = []
+for (const [n, cold] of ['/helpdesk/gyms/miami', '/crm/schools/denver', '/payroll/clinics/dallas'].entries()) {
+  const [beforeA, beforeB] = [await renders(stampedeA.child), await renders(stampedeB.child)]
+  const statuses = await Promise.all(Array.from({ length: 500 }, (_, i) => fetch(`${(i % 2 === 0 ? stampedeA : stampedeB).message.address}${cold}`).then((r) => r.status)))
+  const [afterA, afterB] = [await renders(stampedeA.child), await renders(stampedeB.child)]
+  stampedeRows.push(`| ${cold} | 500 (250 + 250) | ${statuses.filter((s) => s === 200).length} | ${afterA - beforeA} | ${afterB - beforeB} | ${afterA - beforeA + afterB - beforeB} |`)
+}
+// One instance alone: 500 concurrent requests, one cold key.
+const [beforeSolo] = [await renders(origin.child)]
+await Promise.all(Array.from({ length: 500 }, () => fetch(`${originUrl}/helpdesk/nonprofits/austin`).then((r) => r.arrayBuffer())))
+const soloRenders = (await renders(origin.child)) - beforeSolo
+
+for (const child of [origin, l2Origin, bare, stampedeA, stampedeB]) child.child.disconnect()
+await deleteKeysWithPrefix(REDIS_URL, prefix)
 
 const rows = scenarios.map((s) => {
   const e = samples.get(s.name)!
@@ -90,6 +118,21 @@ Origin: embedded PostgreSQL (in-memory), REDIS_URL=off, LOG_LEVEL=warn, page \`$
 | scenario | origin req/s | bare req/s | ratio (median) | p99 ms origin / bare | bar |
 |---|---|---|---|---|---|
 ${rows.join('\n')}
+
+L2 hit: a second origin with L1_TTL_SECONDS=0 (L1 never fresh) reading Redis (${REDIS_URL}, key prefix per run).
+
+## Stampede: renders per cold key
+
+One instance, 500 concurrent requests on one cold key: **${soloRenders} render(s)** (bar: 1).
+
+Two instances sharing Redis and the database, 500 concurrent requests on one cold key split between them
+(bar: 1 render across both):
+
+| cold key | requests | 200s | renders A | renders B | renders total |
+|---|---|---|---|---|---|
+${stampedeRows.join('\n')}
+
+bentocache was measured for the L1 hit separately: see bench/bentocache/RESULTS.md.
 `
 writeFileSync(fileURLToPath(new URL('./RESULTS.md', import.meta.url)), report)
 process.stdout.write(report)

@@ -2,8 +2,8 @@
 // PostgreSQL and a dedicated Redis database number, and closes it when the test ends.
 
 import type { FastifyInstance } from 'fastify'
-import { Redis } from 'ioredis'
 import { buildApp } from '../app.ts'
+import { deleteKeysWithPrefix } from '../src/cache/redis-keys.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 
 /** Redis database 13 is this project's test database; tests never touch database 0. */
@@ -33,23 +33,4 @@ export async function buildTestApp(t: Teardown, env: Record<string, string> = {}
   })
   await app.ready()
   return app
-}
-
-/** Removes what a test wrote to Redis: only keys under its own prefix, never anything else. */
-export async function deleteKeysWithPrefix(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 500, retryStrategy: () => null })
-  redis.on('error', () => undefined)
-  try {
-    await redis.connect()
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.del(...keys)
-    } while (cursor !== '0')
-  } catch {
-    // Redis is not there (a test of that case): nothing to clean.
-  } finally {
-    redis.disconnect()
-  }
 }

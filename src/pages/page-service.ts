@@ -179,8 +179,11 @@ export class PageService {
     }
   }
 
+  /** XFetch; far from expiry (more than 10 render times) the draw could never fire, so skip it. */
   private refreshEarly(response: CachedResponse, now: number): boolean {
-    return now - response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= response.freshUntil
+    const margin = response.freshUntil - now
+    if (margin > response.renderMs * XFETCH_BETA * 10) return false
+    return -response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= margin
   }
 
   private refreshInBackground(key: string, path: string, segment: string): void {
