@@ -9,6 +9,7 @@ import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
 import pagesPlugin from './plugins/pages.ts'
+import purgePlugin from './plugins/purge.ts'
 import redisPlugin from './plugins/redis.ts'
 import adminRoutes from './routes/admin.ts'
 import healthRoutes from './routes/health.ts'
@@ -48,6 +49,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(databasePlugin)
   await app.register(pagesPlugin)
   await app.register(embedderPlugin)
+  await app.register(purgePlugin)
   await app.register(healthRoutes)
   await app.register(adminRoutes)
   await app.register(pageRoutes)

@@ -52,8 +52,8 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
     broadcastInvalidation:
       redis === null
         ? undefined
-        : (keys) => {
-            redis.publish(channel, JSON.stringify({ from: instanceId, keys })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
+        : (message) => {
+            redis.publish(channel, JSON.stringify({ from: instanceId, ...message })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
           },
   })
   app.decorate('pages', pages)
@@ -64,8 +64,8 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
     subscriber.on('error', () => undefined) // the main client already logs Redis being down
     subscriber.on('message', (_channel: string, message: string) => {
       try {
-        const { from, keys } = JSON.parse(message) as { from: string; keys: string[] }
-        if (from !== instanceId && Array.isArray(keys)) pages.evictLocal(keys)
+        const { from, keys, tags } = JSON.parse(message) as { from: string; keys?: string[]; tags?: string[] }
+        if (from !== instanceId) pages.evictLocal(Array.isArray(keys) ? keys : [], Array.isArray(tags) ? tags : [])
       } catch (err) {
         app.log.warn({ err }, 'ignoring a malformed invalidation message')
       }

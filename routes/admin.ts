@@ -4,7 +4,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ingestPages, ingestSegments, ingestVariants } from '../src/ingest/ingest-service.ts'
+import { ingestPages, ingestSegments, ingestVariants, validationError } from '../src/ingest/ingest-service.ts'
+import { isCanonicalPagePath } from '../src/http/url-normalize.ts'
+import { enqueuePurge } from '../src/purge/purge-outbox.ts'
 import { listLandingPaths } from '../src/pages/page-repository.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
@@ -39,6 +41,38 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' })
     }
   })
+
+  app.post(
+    '/admin/purge',
+    {
+      schema: {
+        body: Type.Object(
+          {
+            paths: Type.Optional(Type.Array(Type.String(), { maxItems: 1000 })),
+            tags: Type.Optional(Type.Array(Type.String(), { maxItems: 1000 })),
+            soft: Type.Optional(Type.Boolean({ description: 'mark stale at the CDN instead of deleting (Fastly, Varnish xkey)' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 202: Type.Object({ evicted: Type.Integer(), queued: Type.Integer({ description: 'CDN purges written to the outbox' }) }) },
+      },
+    },
+    async (request, reply) => {
+      const paths = request.body.paths ?? []
+      const tags = request.body.tags ?? []
+      const problems = [
+        ...paths.flatMap((path, i) => (isCanonicalPagePath(path) ? [] : [{ record: i, field: 'paths', message: `${JSON.stringify(path)} is not a canonical page path` }])),
+        ...tags.flatMap((tag, i) => (/^[a-z0-9][a-z0-9_-]{0,127}$/.test(tag) ? [] : [{ record: i, field: 'tags', message: `${JSON.stringify(tag)} is not a tag (lower-case letters, digits, - and _)` }])),
+      ]
+      if (paths.length + tags.length === 0) problems.push({ record: -1, field: 'paths', message: 'give at least one path or tag' })
+      if (problems.length > 0) throw validationError('purge', problems)
+      const evicted = await app.pages.purge(paths, tags)
+      const queued = await enqueuePurge(app.database.db, app.config.purgeTargets, { paths, tags, soft: request.body.soft ?? false })
+      app.kickPurges()
+      request.log.info({ paths: paths.length, tags, evicted, queued }, 'purge accepted')
+      return reply.code(202).send({ evicted, queued })
+    },
+  )
 
   app.post(
     '/admin/segments',

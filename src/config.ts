@@ -47,6 +47,15 @@ export interface Config {
   embeddingDimensions: number
   embeddingTimeoutMs: number
   embeddingMaxRetries: number
+  /** CDNs that receive purges through the outbox. */
+  purgeTargets: Array<'varnish' | 'fastly' | 'cloudflare'>
+  varnishPurgeUrl: string | undefined
+  fastlyApiUrl: string
+  fastlyServiceId: string | undefined
+  fastlyApiToken: string | undefined
+  cloudflareApiUrl: string
+  cloudflareZoneId: string | undefined
+  cloudflareApiToken: string | undefined
 }
 
 export class ConfigError extends Error {
@@ -194,7 +203,26 @@ export function loadConfig(env: Env = process.env): Config {
     embeddingDimensions: read.integer('EMBEDDING_DIMENSIONS', 1536, 1, 1536),
     embeddingTimeoutMs: read.integer('EMBEDDING_TIMEOUT_MS', 30_000, 100, 600_000),
     embeddingMaxRetries: read.integer('EMBEDDING_MAX_RETRIES', 3, 0, 10),
+    purgeTargets: [],
+    varnishPurgeUrl: read.url('VARNISH_PURGE_URL', ['http:', 'https:'], undefined, 'the URL purges are sent to, such as http://varnish:80'),
+    fastlyApiUrl: (read.url('FASTLY_API_URL', ['http:', 'https:'], 'https://api.fastly.com', 'https://api.fastly.com') ?? '').replace(/\/$/, ''),
+    fastlyServiceId: read.get('FASTLY_SERVICE_ID'),
+    fastlyApiToken: read.get('FASTLY_API_TOKEN'),
+    cloudflareApiUrl: (read.url('CLOUDFLARE_API_URL', ['http:', 'https:'], 'https://api.cloudflare.com/client/v4', 'https://api.cloudflare.com/client/v4') ?? '').replace(/\/$/, ''),
+    cloudflareZoneId: read.get('CLOUDFLARE_ZONE_ID'),
+    cloudflareApiToken: read.get('CLOUDFLARE_API_TOKEN'),
   }
+
+  const targets = (read.get('PURGE_TARGETS') ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
+  for (const target of targets) if (!['varnish', 'fastly', 'cloudflare'].includes(target)) read.problems.push(`PURGE_TARGETS: ${JSON.stringify(target)} is not one of varnish, fastly, cloudflare`)
+  config.purgeTargets = [...new Set(targets)].filter((t): t is 'varnish' | 'fastly' | 'cloudflare' => ['varnish', 'fastly', 'cloudflare'].includes(t))
+  const need = (target: string, names: string[]) => {
+    if (!config.purgeTargets.includes(target as 'varnish')) return
+    for (const name of names) if (read.get(name) === undefined) read.problems.push(`${name}: required when PURGE_TARGETS includes ${target}`)
+  }
+  need('varnish', ['VARNISH_PURGE_URL'])
+  need('fastly', ['FASTLY_SERVICE_ID', 'FASTLY_API_TOKEN'])
+  need('cloudflare', ['CLOUDFLARE_ZONE_ID', 'CLOUDFLARE_API_TOKEN'])
 
   if (read.problems.length > 0) throw new ConfigError(read.problems)
   return config

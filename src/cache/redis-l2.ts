@@ -63,12 +63,37 @@ export class RedisL2 {
   }
 
   async set(key: string, entry: CachedResponse): Promise<void> {
-    const ttl = entry.staleUntil - Date.now()
+    const ttl = Math.ceil(entry.staleUntil - Date.now())
     if (ttl <= 0) return
     try {
-      await this.redis.set(key, encodeEntry(entry), 'PX', Math.ceil(ttl))
+      // The tag index lets a purge by tag find the keys; each tag set is its own slot on a Cluster.
+      await Promise.all([
+        this.redis.set(key, encodeEntry(entry), 'PX', ttl),
+        ...entry.tags.map(async (tag) => {
+          await this.redis.sadd(`tag:${tag}`, key)
+          // NX sets a first expiry, GT only ever extends it: the set outlives every key it lists.
+          await this.redis.pexpire(`tag:${tag}`, ttl, 'NX')
+          await this.redis.pexpire(`tag:${tag}`, ttl, 'GT')
+        }),
+      ])
     } catch (err) {
       this.failed(err, 'set')
+    }
+  }
+
+  /** Keys of entries carrying one of these tags, dropping the tag sets; every key is then deleted. */
+  async deleteTagged(tags: readonly string[]): Promise<string[]> {
+    try {
+      const keys = new Set<string>()
+      for (const tag of tags) {
+        for (const key of await this.redis.smembers(`tag:${tag}`)) keys.add(key)
+        await this.redis.del(`tag:${tag}`)
+      }
+      await Promise.all([...keys].map((key) => this.redis.del(key)))
+      return [...keys]
+    } catch (err) {
+      this.failed(err, 'purge by tag')
+      return []
     }
   }
 

@@ -20,6 +20,8 @@ export interface CachedResponse {
   staleUntil: number
   /** How long the render took, for probabilistic early refresh. */
   renderMs: number
+  /** Purge tags (page, segment, vertical, template), as sent to the CDN. */
+  tags: string[]
 }
 
 export interface L1Entry {
@@ -77,6 +79,15 @@ export class ResponseCache {
     let deleted = 0
     for (const key of this.lru.keys()) {
       if (key.startsWith(prefix) && this.lru.delete(key)) deleted++
+    }
+    return deleted
+  }
+
+  /** Evicts every entry carrying one of these tags. */
+  deleteTagged(tags: ReadonlySet<string>): number {
+    let deleted = 0
+    for (const [key, entry] of this.lru.entries()) {
+      if (entry.response.tags.some((tag) => tags.has(tag)) && this.lru.delete(key)) deleted++
     }
     return deleted
   }

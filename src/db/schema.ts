@@ -72,10 +72,27 @@ export interface PageEmbeddingStagingTable {
   intent_hash: string
 }
 
+export type PurgeTarget = 'varnish' | 'fastly' | 'cloudflare'
+
+export interface PurgeOutboxTable {
+  id: Generated<number>
+  target: PurgeTarget
+  paths: string[]
+  tags: string[]
+  soft: boolean
+  status: Generated<'pending' | 'done' | 'failed'>
+  attempts: Generated<number>
+  next_attempt_at: Generated<Date>
+  last_error: string | null
+  created_at: Generated<Date>
+  done_at: Date | null
+}
+
 export interface Database {
   pages: PagesTable
   segments: SegmentsTable
   content_variants: ContentVariantsTable
   embedding_versions: EmbeddingVersionsTable
   page_embedding_staging: PageEmbeddingStagingTable
+  purge_outbox: PurgeOutboxTable
 }

@@ -14,7 +14,7 @@ import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } fro
 import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from './page-repository.ts'
 
 /** Bumped when templates change, so entries rendered by an older release are never served. */
-export const RENDER_VERSION = 1
+export const RENDER_VERSION = 2
 
 export type CacheResult = 'HIT-L1' | 'HIT-L2' | 'STALE' | 'MISS' | 'DEFAULT'
 
@@ -81,8 +81,8 @@ export interface PageServiceOptions {
   log: Logger
   /** Current segment slugs: an invalidation of a path drops every segment's entry. */
   segmentSlugs: () => readonly string[]
-  /** Tells the other instances to drop these L1 keys (Redis pub/sub); absent on a single instance. */
-  broadcastInvalidation?: (keys: string[]) => void
+  /** Tells the other instances to drop these L1 keys and tags (Redis pub/sub); absent on a single instance. */
+  broadcastInvalidation?: (message: { keys: string[]; tags: string[] }) => void
 }
 
 /** How long one instance may render a cold key before another stops waiting for it. */
@@ -100,7 +100,7 @@ export class PageService {
   private readonly settings: PageServiceSettings
   private readonly log: Logger
   private readonly segmentSlugs: () => readonly string[]
-  private readonly broadcast: ((keys: string[]) => void) | undefined
+  private readonly broadcast: ((message: { keys: string[]; tags: string[] }) => void) | undefined
   private readonly breaker: CircuitBreaker<[string, string], CachedResponse>
   private readonly lockToken = randomUUID()
   renders = 0
@@ -271,14 +271,27 @@ export class PageService {
       byPath.set(tag, [...(byPath.get(tag) ?? []), key])
     }
     await Promise.all([...byPath.values()].map((group) => this.l2?.delete(group)))
-    this.broadcast?.([...keys])
+    this.broadcast?.({ keys: [...keys], tags: [] })
+    return evicted
+  }
+
+  /** Purge by paths and tags: L1 here, L2, and L1 on every other instance. Returns local evictions. */
+  async purge(paths: readonly string[], tags: readonly string[]): Promise<number> {
+    let evicted = paths.length === 0 ? 0 : await this.invalidatePaths(paths)
+    if (tags.length > 0) {
+      evicted += this.evictLocal([], tags)
+      const keys = (await this.l2?.deleteTagged(tags)) ?? []
+      evicted += this.evictLocal(keys, [])
+      this.broadcast?.({ keys, tags: [...tags] })
+    }
     return evicted
   }
 
   /** L1 only: what another instance's invalidation message asks of this one. */
-  evictLocal(keys: readonly string[]): number {
+  evictLocal(keys: readonly string[], tags: readonly string[] = []): number {
     let evicted = 0
     for (const key of keys) if (this.cache.delete(key)) evicted++
+    if (tags.length > 0) evicted += this.cache.deleteTagged(new Set(tags))
     return evicted
   }
 
@@ -314,7 +327,7 @@ export class PageService {
   }
 
   private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string, started: number): CachedResponse {
-    const response = this.build(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment, started)
+    const response = this.build(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment, started, tags)
     // The origin's own fresh window is capped: it bounds staleness when an invalidation is lost.
     const now = Date.now()
     response.freshUntil = now + Math.min(sharedTtl, this.settings.originFreshSeconds) * 1000
@@ -330,13 +343,13 @@ export class PageService {
       ttl === 0
         ? { 'cache-control': 'no-store' }
         : publicCacheHeaders({ ...this.settings, staleWhileRevalidateSeconds: 0, staleIfErrorSeconds: 0 }, ttl, [cacheTag('template', 'not-found')])
-    const response = this.build(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, segment, started)
+    const response = this.build(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, segment, started, [cacheTag('template', 'not-found')])
     // A 404 is never served stale: a page published meanwhile must show up within the negative TTL.
     response.freshUntil = response.swrUntil = response.staleUntil = Date.now() + ttl * 1000
     return response
   }
 
-  private build(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string, started: number): CachedResponse {
+  private build(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string, started: number, tags: string[]): CachedResponse {
     const body = Buffer.from(html, 'utf8')
     const etag = strongEtag(body)
     // HTTP dates carry whole seconds; drop the milliseconds so If-Modified-Since compares exactly.
@@ -357,6 +370,6 @@ export class PageService {
       const value = headers[name]
       if (value !== undefined) notModifiedHeaders[name] = value
     }
-    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: Date.now() - started }
+    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: Date.now() - started, tags }
   }
 }

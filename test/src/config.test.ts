@@ -44,6 +44,9 @@ t.test('every bad value is named with what it accepts', async (t) => {
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL="loud": expected one of fatal, error/],
     [{ HOST: 'a b' }, /HOST="a b": expected a host name or IP address/],
     [{ L1_MAX_BYTES: '10' }, /L1_MAX_BYTES="10": expected an integer from 1048576/],
+    [{ PURGE_TARGETS: 'akamai' }, /PURGE_TARGETS: "akamai" is not one of varnish, fastly, cloudflare/],
+    [{ PURGE_TARGETS: 'fastly' }, /FASTLY_SERVICE_ID: required when PURGE_TARGETS includes fastly/],
+    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN=.*expected at least 16 printable characters/],
   ]
   for (const [env, message] of table) {
     t.throws(() => loadConfig(env), message, JSON.stringify(env))
