@@ -16,6 +16,7 @@ COPY tsconfig.json app.ts server.ts ./
 COPY src ./src
 COPY plugins ./plugins
 COPY routes ./routes
+COPY bin ./bin
 COPY migrations ./migrations
 COPY test ./test
 COPY bench ./bench
@@ -33,6 +34,7 @@ COPY --chown=node:node package.json app.ts server.ts ./
 COPY --chown=node:node src ./src
 COPY --chown=node:node plugins ./plugins
 COPY --chown=node:node routes ./routes
+COPY --chown=node:node bin ./bin
 COPY --chown=node:node migrations ./migrations
 RUN mkdir -p /app/data && chown node:node /app/data
 USER node

@@ -7,6 +7,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ingestPages, ingestSegments, ingestVariants, validationError } from '../src/ingest/ingest-service.ts'
 import { isCanonicalPagePath } from '../src/http/url-normalize.ts'
 import { enqueuePurge } from '../src/purge/purge-outbox.ts'
+import { warmUp } from '../src/cache/warm-up.ts'
+import { DomainError } from '../src/errors.ts'
 import { listLandingPaths } from '../src/pages/page-repository.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
@@ -71,6 +73,33 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       app.kickPurges()
       request.log.info({ paths: paths.length, tags, evicted, queued }, 'purge accepted')
       return reply.code(202).send({ evicted, queued })
+    },
+  )
+
+  app.post(
+    '/admin/warm',
+    {
+      schema: {
+        body: Type.Object({ top: Type.Integer({ minimum: 1, maximum: 100_000 }), concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })) }, { additionalProperties: false }),
+        response: {
+          200: Type.Object({
+            pages: Type.Integer(),
+            segments: Type.Integer(),
+            attempted: Type.Integer(),
+            warmed: Type.Integer(),
+            skipped: Type.Integer(),
+            failed: Type.Integer(),
+            successRate: Type.Number(),
+            durationMs: Type.Integer(),
+          }),
+        },
+      },
+    },
+    async (request) => {
+      if (app.redis === null) throw new DomainError('CONFLICT', 'warm-up fills the shared Redis tier, and REDIS_URL is off')
+      const report = await warmUp(app.database.db, app.pages, [...app.segments().slugs], request.body.top, request.body.concurrency ?? 8)
+      request.log.info(report, 'warm-up finished')
+      return report
     },
   )
 

@@ -62,13 +62,15 @@ export class RedisL2 {
     }
   }
 
-  async set(key: string, entry: CachedResponse): Promise<void> {
+  /** Stores the entry (only if absent with onlyIfAbsent); true when it was written. */
+  async set(key: string, entry: CachedResponse, options: { onlyIfAbsent?: boolean } = {}): Promise<boolean> {
     const ttl = Math.ceil(entry.staleUntil - Date.now())
-    if (ttl <= 0) return
+    if (ttl <= 0) return false
     try {
+      const written = options.onlyIfAbsent === true ? await this.redis.set(key, encodeEntry(entry), 'PX', ttl, 'NX') : await this.redis.set(key, encodeEntry(entry), 'PX', ttl)
+      if (written !== 'OK') return false
       // The tag index lets a purge by tag find the keys; each tag set is its own slot on a Cluster.
       await Promise.all([
-        this.redis.set(key, encodeEntry(entry), 'PX', ttl),
         ...entry.tags.map(async (tag) => {
           await this.redis.sadd(`tag:${tag}`, key)
           // NX sets a first expiry, GT only ever extends it: the set outlives every key it lists.
@@ -76,8 +78,10 @@ export class RedisL2 {
           await this.redis.pexpire(`tag:${tag}`, ttl, 'GT')
         }),
       ])
+      return true
     } catch (err) {
       this.failed(err, 'set')
+      return false
     }
   }
 

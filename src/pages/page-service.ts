@@ -8,7 +8,7 @@ import type { RedisL2 } from '../cache/redis-l2.ts'
 import type { ResponseCache, CachedResponse } from '../cache/response-cache.ts'
 import type { Database } from '../db/schema.ts'
 import { DomainError } from '../errors.ts'
-import { cacheTag, type CachePolicySettings, type HeaderMap, publicCacheHeaders, sharedTtlForPage } from '../http/cache-policy.ts'
+import { cacheTag, type CachePolicySettings, type HeaderMap, pathJitterFactor, publicCacheHeaders, sharedTtlForPage } from '../http/cache-policy.ts'
 import { strongEtag } from '../http/conditional.ts'
 import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } from '../render/page-templates.ts'
 import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from './page-repository.ts'
@@ -275,6 +275,25 @@ export class PageService {
     return evicted
   }
 
+  /**
+   * Renders one page for one segment into L2 unless a fresh entry is there already. The write is
+   * SET NX, so a warm-up never overwrites what live traffic rendered meanwhile.
+   */
+  async warm(path: string, segment: string): Promise<'warmed' | 'skipped' | 'failed'> {
+    if (this.l2 === null) return 'failed'
+    const key = pageCacheKey(path, segment)
+    const existing = await this.l2.get(key)
+    if (existing !== undefined && Date.now() < existing.freshUntil) return 'skipped'
+    try {
+      const response = await this.renderGuarded(path, segment)
+      // A stale entry is replaced; a missing one is only written if live traffic has not meanwhile.
+      return (await this.l2.set(key, response, { onlyIfAbsent: existing === undefined })) ? 'warmed' : 'skipped'
+    } catch (err) {
+      this.log.warn({ err, path, segment }, 'warm-up render failed')
+      return 'failed'
+    }
+  }
+
   /** Purge by paths and tags: L1 here, L2, and L1 on every other instance. Returns local evictions. */
   async purge(paths: readonly string[], tags: readonly string[]): Promise<number> {
     let evicted = paths.length === 0 ? 0 : await this.invalidatePaths(paths)
@@ -312,7 +331,7 @@ export class PageService {
         html = renderSeoPage(page, await findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks))
       }
       const tags = [cacheTag('page', page.id), cacheTag('segment', segment), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-      return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment, started)
+      return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment, started, page.path)
     } catch (err) {
       if (err instanceof DomainError) throw err
       throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })
@@ -323,14 +342,15 @@ export class PageService {
     const links = await listIndexLinks(this.db, INDEX_LINKS_PER_VERTICAL)
     const lastModified = await latestPageUpdate(this.db)
     const html = renderSiteIndex(this.settings.publicBaseUrl, links)
-    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index'), cacheTag('segment', segment)], segment, started)
+    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index'), cacheTag('segment', segment)], segment, started, '/')
   }
 
-  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string, started: number): CachedResponse {
+  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string, started: number, path: string): CachedResponse {
     const response = this.build(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment, started, tags)
     // The origin's own fresh window is capped: it bounds staleness when an invalidation is lost.
     const now = Date.now()
-    response.freshUntil = now + Math.min(sharedTtl, this.settings.originFreshSeconds) * 1000
+    // The cap is jittered per path like the CDN TTL, so entries warmed together do not expire together.
+    response.freshUntil = now + Math.round(Math.min(sharedTtl, this.settings.originFreshSeconds * pathJitterFactor(path)) * 1000)
     response.swrUntil = response.freshUntil + this.settings.staleWhileRevalidateSeconds * 1000
     response.staleUntil = Math.max(response.swrUntil, response.freshUntil + this.settings.staleIfErrorSeconds * 1000)
     return response

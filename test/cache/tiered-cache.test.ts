@@ -81,3 +81,20 @@ t.test('stale-while-revalidate, then stale-if-error and fast 503s when PostgreSQ
   const again = await app.inject({ url })
   t.equal(again.statusCode, 200, 'the warm key stays served with the circuit open')
 })
+
+t.test('warm-up renders the top pages for every segment into L2, never over live entries', async (t) => {
+  const a = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-warm:', ADMIN_TOKEN: 'warm-test-token-0123456789' })
+  const b = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-warm:', DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const auth = { authorization: 'Bearer warm-test-token-0123456789' }
+  const top = await a.database.db.selectFrom('pages').select('path').where('status', '=', 'published').orderBy('crawl_weight', 'desc').orderBy('id').limit(3).execute()
+  await a.inject({ url: top[0]!.path }) // live traffic got there first for one key
+  const res = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20, concurrency: 4 } })
+  t.equal(res.statusCode, 200, res.body)
+  t.match(res.json(), { pages: 20, segments: 4, attempted: 80, warmed: 79, skipped: 1, failed: 0, successRate: 1 })
+  for (const { path } of top) {
+    t.equal((await b.inject({ url: path, headers: { 'x-segment': 'smb' } })).headers['x-cache'], 'HIT-L2', `${path} warm for another instance`)
+  }
+  const again = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20 } })
+  t.match(again.json(), { warmed: 0, skipped: 80, successRate: 1 }, 'a second run finds everything fresh')
+  t.equal((await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 0 } })).statusCode, 400)
+})

@@ -1,0 +1,50 @@
+// Lives in bin/, not src/: it builds the Fastify app, and src/ stays free of Fastify.
+// `npm run warm -- --top N [--concurrency C] [--url http://127.0.0.1:3000]`
+// Renders the top N pages by crawl weight for every segment into Redis (L2). With --url it asks a
+// running origin (POST /admin/warm, ADMIN_TOKEN); without, it builds the origin in this process.
+
+import { parseArgs } from 'node:util'
+import { ConfigError, loadConfig } from '../src/config.ts'
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { top: { type: 'string' }, concurrency: { type: 'string', default: '8' }, url: { type: 'string' } } })
+  const top = Number(values.top)
+  const concurrency = Number(values.concurrency)
+  if (!Number.isInteger(top) || top < 1 || top > 100_000 || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    process.stderr.write('usage: npm run warm -- --top 1..100000 [--concurrency 1..64] [--url http://127.0.0.1:3000]\n')
+    return 2
+  }
+  const config = loadConfig()
+  let report: unknown
+  if (values.url !== undefined) {
+    if (config.adminToken === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
+    const response = await fetch(new URL('/admin/warm', values.url), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${config.adminToken}` },
+      body: JSON.stringify({ top, concurrency }),
+    })
+    report = await response.json()
+    if (!response.ok) throw new Error(`${response.status} from /admin/warm: ${JSON.stringify(report)}`)
+  } else {
+    if (config.redisUrl === undefined) throw new Error('warm-up fills the shared Redis tier, and REDIS_URL is off')
+    const { buildApp } = await import('../app.ts')
+    const { warmUp } = await import('../src/cache/warm-up.ts')
+    const app = await buildApp({ ...config, seedDemo: false }, { logger: { level: 'warn' } })
+    try {
+      await app.ready()
+      report = await warmUp(app.database.db, app.pages, [...app.segments().slugs], top, concurrency)
+    } finally {
+      await app.close()
+    }
+  }
+  process.stdout.write(`${JSON.stringify(report)}\n`)
+  return 0
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`variant-origin warm: ${err instanceof ConfigError ? err.message : (err as Error).message}\n`)
+    process.exit(1)
+  },
+)
