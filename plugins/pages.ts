@@ -3,6 +3,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { randomUUID } from 'node:crypto'
+import { Cluster } from 'ioredis'
 import { RedisL2 } from '../src/cache/redis-l2.ts'
 import { ResponseCache } from '../src/cache/response-cache.ts'
 import { PageService } from '../src/pages/page-service.ts'
@@ -60,7 +61,7 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
 
   if (redis !== null) {
     // Subscribes as soon as Redis answers, and again after every reconnect (ioredis autoResubscribe).
-    const subscriber = redis.duplicate({ lazyConnect: false, enableOfflineQueue: true })
+    const subscriber = redis instanceof Cluster ? redis.duplicate(undefined, { lazyConnect: false, enableOfflineQueue: true }) : redis.duplicate({ lazyConnect: false, enableOfflineQueue: true })
     subscriber.on('error', () => undefined) // the main client already logs Redis being down
     subscriber.on('message', (_channel: string, message: string) => {
       try {

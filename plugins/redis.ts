@@ -3,23 +3,23 @@
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { Redis } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** null when REDIS_URL=off. */
-    redis: Redis | null
+    /** null when REDIS_URL=off; a Cluster when REDIS_CLUSTER_NODES is set. */
+    redis: Redis | Cluster | null
   }
 }
 
 async function redisPlugin(app: FastifyInstance): Promise<void> {
-  const { redisUrl, redisCommandTimeoutMs, redisKeyPrefix } = app.config
-  if (redisUrl === undefined) {
+  const { redisUrl, redisClusterNodes, redisCommandTimeoutMs, redisKeyPrefix } = app.config
+  if (redisUrl === undefined && redisClusterNodes === undefined) {
     app.decorate('redis', null)
     app.log.info('REDIS_URL=off: running on the in-process cache alone')
     return
   }
-  const redis = new Redis(redisUrl, {
+  const options: RedisOptions = {
     keyPrefix: redisKeyPrefix,
     lazyConnect: true,
     enableOfflineQueue: false, // a command while disconnected fails at once instead of queueing
@@ -27,7 +27,18 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
     connectTimeout: 1_000,
     maxRetriesPerRequest: 1,
     retryStrategy: (attempt) => Math.min(attempt * 200, 5_000), // keep reconnecting, at most every 5 s
-  })
+  }
+  const redis =
+    redisClusterNodes === undefined
+      ? new Redis(redisUrl!, options)
+      : new Cluster(redisClusterNodes, {
+          keyPrefix: redisKeyPrefix,
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          redisOptions: { ...options, keyPrefix: undefined },
+          clusterRetryStrategy: (attempt) => Math.min(attempt * 200, 5_000),
+          slotsRefreshTimeout: 1_000,
+        })
   let lastErrorLog = 0
   redis.on('error', (err) => {
     // Reconnect attempts fail every few seconds while Redis is down: log once a minute, not each time.
@@ -43,7 +54,7 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
   } catch (err) {
     app.log.warn({ err }, 'redis unreachable at start; running degraded until it comes back')
   }
-  app.decorate('redis', redis)
+  app.decorate<Redis | Cluster | null>('redis', redis)
   app.addHook('onClose', async () => {
     redis.disconnect()
   })

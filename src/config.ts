@@ -24,6 +24,8 @@ export interface Config {
   seedDemo: boolean
   /** Undefined means: Redis is switched off and the origin runs on its in-process cache alone. */
   redisUrl: string | undefined
+  /** host:port seeds of a Redis Cluster; when set, ioredis Cluster is used instead of REDIS_URL. */
+  redisClusterNodes: Array<{ host: string; port: number }> | undefined
   redisKeyPrefix: string
   redisCommandTimeoutMs: number
   cdnFlavour: CdnFlavour
@@ -146,6 +148,18 @@ class EnvReader {
 
 const DAY = 86_400
 
+function parseNodes(read: EnvReader): Array<{ host: string; port: number }> | undefined {
+  const raw = read.get('REDIS_CLUSTER_NODES')
+  if (raw === undefined) return undefined
+  const nodes = raw.split(',').map((item) => item.trim()).filter((item) => item !== '')
+  const parsed = nodes.map((item) => /^([\w.-]+|\[[0-9a-f:]+\]):(\d{1,5})$/i.exec(item))
+  if (nodes.length === 0 || parsed.some((m) => m === null || Number(m[2]) > 65_535)) {
+    read.problems.push(`REDIS_CLUSTER_NODES=${JSON.stringify(raw)}: expected host:port[,host:port...] seed nodes`)
+    return undefined
+  }
+  return parsed.map((m) => ({ host: m![1]!.replace(/^\[|\]$/g, ''), port: Number(m![2]) }))
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const read = new EnvReader(env)
 
@@ -183,6 +197,7 @@ export function loadConfig(env: Env = process.env): Config {
     migrateOnStart: read.boolean('MIGRATE_ON_START', true),
     seedDemo: read.boolean('SEED_DEMO', embedded),
     redisUrl,
+    redisClusterNodes: parseNodes(read),
     redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'vo:', /^[\w:.{}-]{1,64}$/, 'up to 64 letters, digits or : . _ - { }'),
     redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 50, 5, 10_000),
     cdnFlavour: read.oneOf('CDN_FLAVOUR', CDN_FLAVOURS, 'generic'),

@@ -1,0 +1,36 @@
+// The cache and purge paths against a real 3-master Redis Cluster (REDIS_CLUSTER_NODES): L2 shared
+// by two instances, one render per cold key, purge by tag across slots, pub/sub invalidation.
+
+import t from 'tap'
+import { buildTestApp } from '../helper.ts'
+import { privateRedisCluster } from '../support/redis-cluster.ts'
+
+const cluster = await privateRedisCluster(t)
+const env = { REDIS_CLUSTER_NODES: cluster.nodes, REDIS_KEY_PREFIX: 'vo-cluster:', ADMIN_TOKEN: 'cluster-test-token-0123456789' }
+
+t.test('cache, stampede and purge on a Redis Cluster', async (t) => {
+  const a = await buildTestApp(t, env)
+  const b = await buildTestApp(t, { ...env, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  t.equal((await a.inject({ url: '/health/ready' })).json().checks.redis.status, 'ok', 'the cluster answers')
+
+  const paths = ['/crm/dentists/miami', '/payroll/gyms/austin', '/helpdesk/schools/dallas', '/crm/agencies/boston']
+  for (const path of paths) {
+    t.equal((await a.inject({ url: path })).headers['x-cache'], 'MISS')
+    t.equal((await b.inject({ url: path })).headers['x-cache'], 'HIT-L2', `${path}: shared through the cluster`)
+  }
+
+  const before = a.pages.renders + b.pages.renders
+  const responses = await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? a : b).inject({ url: '/payroll/retailers/seattle' })))
+  t.ok(responses.every((r) => r.statusCode === 200))
+  t.equal(a.pages.renders + b.pages.renders - before, 1, 'one render across two instances')
+
+  const purge = await a.inject({ method: 'POST', url: '/admin/purge', headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` }, payload: { tags: ['v-crm'] } })
+  t.equal(purge.statusCode, 202)
+  let onB = await b.inject({ url: '/crm/dentists/miami' })
+  for (let i = 0; i < 40 && onB.headers['x-cache'] === 'HIT-L1'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25))
+    onB = await b.inject({ url: '/crm/dentists/miami' })
+  }
+  t.equal(onB.headers['x-cache'], 'MISS', 'purged from L1 on the other instance and from the cluster')
+  t.equal((await b.inject({ url: '/payroll/gyms/austin' })).headers['x-cache'], 'HIT-L1', 'other verticals untouched')
+})
