@@ -95,7 +95,47 @@ const [beforeSolo] = [await renders(origin.child)]
 await Promise.all(Array.from({ length: 500 }, () => fetch(`${originUrl}/helpdesk/nonprofits/austin`).then((r) => r.arrayBuffer())))
 const soloRenders = (await renders(origin.child)) - beforeSolo
 
-for (const child of [origin, l2Origin, bare, stampedeA, stampedeB]) child.child.disconnect()
+// Cold misses with 10,000 variants: every request is a (landing page, segment) pair never served
+// before, so each one renders: page row, nearest variant within the segment (HNSW), template.
+const COLD_VARIANTS = Number(process.env.BENCH_COLD_VARIANTS ?? 10_000)
+const COLD_PAGES = 1_000
+const ADMIN = 'bench-admin-token-0123456789'
+const coldOrigin = await start('./origin-server.ts', { DATA_DIR: 'memory://', REDIS_URL: 'off', LOG_LEVEL: 'warn', ADMIN_TOKEN: ADMIN, DB_STATEMENT_TIMEOUT_MS: '600000' })
+const coldUrl = coldOrigin.message.address!
+const words = ['invoices', 'payroll', 'tickets', 'leads', 'inventory', 'shifts', 'campaigns', 'reports', 'contracts', 'expenses', 'onboarding', 'scheduling']
+const segmentsList = ['general', 'enterprise', 'smb', 'developer']
+const post = async (path: string, body: object): Promise<void> => {
+  const res = await fetch(`${coldUrl}${path}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
+}
+const loadStarted = Date.now()
+for (let i = 0; i < COLD_VARIANTS; i += 2000) {
+  await post('/admin/variants', {
+    variants: Array.from({ length: Math.min(2000, COLD_VARIANTS - i) }, (_, k) => {
+      const n = i + k
+      return { key: `bench-${n}`, segment: segmentsList[n % 4], headline: `Handle ${words[n % 12]} and ${words[(n * 7) % 12]} for ${words[(n * 5) % 12]} teams, plan ${n}` }
+    }),
+  })
+}
+await post('/admin/pages', { pages: Array.from({ length: COLD_PAGES }, (_, n) => ({ path: `/bench/lp-${n}`, kind: 'landing', title: `Landing ${n}`, intent_text: `${words[n % 12]} ${words[(n * 3) % 12]} software for ${words[(n * 11) % 12]}` })) })
+const loadSeconds = (Date.now() - loadStarted) / 1000
+let coldCounter = 0
+const coldResult = await autocannon({
+  url: coldUrl,
+  connections: 10,
+  amount: COLD_PAGES * 4,
+  requests: [
+    {
+      setupRequest: (request) => {
+        const n = coldCounter++
+        return { ...request, path: `/bench/lp-${Math.floor(n / 4) % COLD_PAGES}`, headers: { 'x-segment': segmentsList[n % 4]! } }
+      },
+    },
+  ],
+})
+const coldBare = await autocannon({ url: `${bareUrl}${PAGE}`, connections: 10, amount: COLD_PAGES * 4 })
+
+for (const child of [origin, l2Origin, bare, stampedeA, stampedeB, coldOrigin]) child.child.disconnect()
 await deleteKeysWithPrefix(REDIS_URL, prefix)
 
 const rows = scenarios.map((s) => {
@@ -131,6 +171,20 @@ Two instances sharing Redis and the database, 500 concurrent requests on one col
 | cold key | requests | 200s | renders A | renders B | renders total |
 |---|---|---|---|---|---|
 ${stampedeRows.join('\n')}
+
+## Cold misses with ${COLD_VARIANTS.toLocaleString('en')} variants
+
+${COLD_VARIANTS} variants over 4 segments and ${COLD_PAGES} landing pages ingested through the admin API in ${loadSeconds.toFixed(0)} s
+(embedded PostgreSQL). Then ${COLD_PAGES * 4} requests, 10 connections, each a (page, segment) pair never served
+before, so each one renders (page row, nearest variant of the segment, template):
+
+| | req/s | p50 ms | p99 ms | non-2xx |
+|---|---|---|---|---|
+| origin, cold misses | ${coldResult.requests.average.toFixed(0)} | ${coldResult.latency.p50} | ${coldResult.latency.p99} | ${coldResult.non2xx} |
+| bare Fastify, same count | ${coldBare.requests.average.toFixed(0)} | ${coldBare.latency.p50} | ${coldBare.latency.p99} | ${coldBare.non2xx} |
+
+Ratio ${(coldResult.requests.average / coldBare.requests.average).toFixed(3)}: a miss costs database round trips through the
+embedded PostgreSQL's single session; this is what the caches above keep the CDN from seeing.
 
 bentocache was measured for the L1 hit separately: see bench/bentocache/RESULTS.md.
 `

@@ -189,11 +189,11 @@ export class PageService {
   private refreshInBackground(key: string, path: string, segment: string): void {
     if (this.cache.isInFlight(key)) return
     this.backgroundRefreshes++
-    this.renderShared(key, path, segment).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
+    this.renderShared(key, path, segment, true).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
   }
 
   /** One render per key in this process; across processes the lock winner renders and the rest wait. */
-  private renderShared(key: string, path: string, segment: string): Promise<CachedResponse> {
+  private renderShared(key: string, path: string, segment: string, refreshing = false): Promise<CachedResponse> {
     return this.cache.singleFlight(key, async () => {
       const lockKey = `lock:${key}`
       const locked = this.l2 === null ? undefined : await this.l2.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS)
@@ -202,6 +202,15 @@ export class PageService {
         if (theirs !== undefined) {
           this.cache.set(key, theirs, Date.now() + this.settings.l1TtlSeconds * 1000)
           return theirs
+        }
+      }
+      if (locked === true && !refreshing) {
+        // Double-check: another instance may have finished and unlocked between our L2 miss and our lock.
+        const justWritten = await this.l2?.get(key)
+        if (justWritten !== undefined && Date.now() < justWritten.freshUntil) {
+          await this.l2?.unlock(lockKey, this.lockToken)
+          this.cache.set(key, justWritten, Date.now() + this.settings.l1TtlSeconds * 1000)
+          return justWritten
         }
       }
       try {
