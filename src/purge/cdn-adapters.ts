@@ -7,6 +7,7 @@
 //   30 items a request.
 // A non-2xx answer or a network error throws: the outbox keeps the purge and retries it.
 
+import type { Config } from '../config.ts'
 import type { PurgeTarget } from '../db/schema.ts'
 
 export interface PurgeRequest {
@@ -20,16 +21,10 @@ export interface CdnAdapter {
   purge(request: PurgeRequest): Promise<void>
 }
 
-export interface CdnSettings {
-  publicBaseUrl: string
-  varnishPurgeUrl: string | undefined
-  fastlyApiUrl: string
-  fastlyServiceId: string | undefined
-  fastlyApiToken: string | undefined
-  cloudflareApiUrl: string
-  cloudflareZoneId: string | undefined
-  cloudflareApiToken: string | undefined
-}
+export type CdnSettings = Pick<
+  Config,
+  'publicBaseUrl' | 'varnishPurgeUrl' | 'fastlyApiUrl' | 'fastlyServiceId' | 'fastlyApiToken' | 'cloudflareApiUrl' | 'cloudflareZoneId' | 'cloudflareApiToken'
+>
 
 const REQUEST_TIMEOUT_MS = 10_000
 
