@@ -47,6 +47,8 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
       response.status === 200 &&
       isNotModified({ ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] }, response.etag, response.lastModified)
     reply.code(notModified ? 304 : response.status).headers(notModified ? response.notModifiedHeaders : response.headers).header('x-cache', cacheResult)
+    // A stale answer says how old it is, so a CDN counts its TTL from the render, not from now.
+    if (cacheResult === 'STALE') reply.header('age', String(Math.max(0, Math.floor((Date.now() - response.renderedAt) / 1000))))
     if (source === 'cookie' || source === 'utm') {
       // The segment came from something a shared cache does not key on: this copy is for this browser only.
       reply.header('cache-control', privateCacheControl).removeHeader('cdn-cache-control').removeHeader('surrogate-control')

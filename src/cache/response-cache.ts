@@ -20,6 +20,8 @@ export interface CachedResponse {
   staleUntil: number
   /** How long the render took, for probabilistic early refresh. */
   renderMs: number
+  /** Epoch ms of the render: a stale answer tells the CDN its age. */
+  renderedAt: number
   /** Purge tags (page, segment, vertical, template), as sent to the CDN. */
   tags: string[]
 }

@@ -14,7 +14,7 @@ import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } fro
 import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from './page-repository.ts'
 
 /** Bumped when templates change, so entries rendered by an older release are never served. */
-export const RENDER_VERSION = 2
+export const RENDER_VERSION = 3
 
 export type CacheResult = 'HIT-L1' | 'HIT-L2' | 'STALE' | 'MISS' | 'DEFAULT'
 
@@ -399,6 +399,6 @@ export class PageService {
       const value = headers[name]
       if (value !== undefined) notModifiedHeaders[name] = value
     }
-    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: Date.now() - started, tags }
+    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: Date.now() - started, renderedAt: Date.now(), tags }
   }
 }

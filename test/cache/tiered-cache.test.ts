@@ -52,6 +52,8 @@ t.test('stale-while-revalidate, then stale-if-error and fast 503s when PostgreSQ
   await new Promise((resolve) => setTimeout(resolve, 1100))
   const stale = await app.inject({ url })
   t.equal(stale.headers['x-cache'], 'STALE', 'past the fresh window: served stale')
+  t.ok(Number(stale.headers.age) >= 1, `a stale answer carries its Age (${stale.headers.age})`)
+  t.notOk('age' in warm.headers, 'a fresh render has none')
   t.equal(stale.body, warm.body)
   let refreshed = await app.inject({ url })
   for (let i = 0; i < 40 && refreshed.headers['x-cache'] !== 'HIT-L1'; i++) {
