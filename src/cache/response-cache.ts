@@ -76,15 +76,6 @@ export class ResponseCache {
     return this.inFlight.has(key)
   }
 
-  /** Evicts every entry whose key starts with `prefix`. */
-  deleteByPrefix(prefix: string): number {
-    let deleted = 0
-    for (const key of this.lru.keys()) {
-      if (key.startsWith(prefix) && this.lru.delete(key)) deleted++
-    }
-    return deleted
-  }
-
   /** Evicts every entry carrying one of these tags. */
   deleteTagged(tags: ReadonlySet<string>): number {
     let deleted = 0
@@ -100,13 +91,5 @@ export class ResponseCache {
 
   clear(): void {
     this.lru.clear()
-  }
-
-  get size(): number {
-    return this.lru.size
-  }
-
-  get calculatedBytes(): number {
-    return this.lru.calculatedSize
   }
 }
