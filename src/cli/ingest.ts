@@ -15,6 +15,7 @@ import { createEmbedder } from '../embeddings/create-embedder.ts'
 import { DomainError } from '../errors.ts'
 import { ingestPages, ingestSegments, ingestVariants } from '../ingest/ingest-service.ts'
 import { type FieldProblem, validatePages, validateSegments, validateVariants } from '../ingest/validation.ts'
+import { chunks } from '../chunks.ts'
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
 
@@ -57,11 +58,6 @@ function describe(problems: FieldProblem[], lines: number[]): string[] {
 
 const lineOf = (problem: string): number => Number(/^line (\d+)/.exec(problem)?.[1] ?? 0)
 
-function batches<T>(items: T[], size: number): T[][] {
-  const out: T[][] = []
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
-  return out
-}
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -98,7 +94,7 @@ async function main(): Promise<number> {
     const totals: Record<string, Record<string, number>> = {}
     for (const type of ['segment', 'page', 'variant'] as const) {
       const all = grouped.records[type]
-      for (const [n, batch] of batches(all, batchSize).entries()) {
+      for (const [n, batch] of chunks(all, batchSize).entries()) {
         let result: Record<string, unknown>
         try {
           result = await send(type, batch)

@@ -9,6 +9,7 @@ import { embedAll, embeddingHash, type Embedder, padForStorage } from '../embedd
 import { toPgVector } from '../embeddings/local-embedder.ts'
 import { sanitizeBodyHtml } from '../render/sanitize.ts'
 import { type FieldProblem, type PageInput, type VariantInput, validatePages, validateSegments, validateVariants } from './validation.ts'
+import { chunks } from '../chunks.ts'
 
 /** Rows per INSERT statement: each carries up to ~15 KB of vector text, so statements stay a few MB. */
 const ROWS_PER_STATEMENT = 200
@@ -61,11 +62,6 @@ export async function activeEmbeddingVersion(db: Kysely<Database>, embedder: Emb
   return active.id
 }
 
-function chunks<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = []
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
-  return out
-}
 
 export function pageEmbeddingText(page: Pick<PageInput, 'intent_text' | 'title' | 'meta_description'>): string {
   return page.intent_text !== '' ? page.intent_text : `${page.title}. ${page.meta_description}`

@@ -9,6 +9,7 @@
 
 import type { Config } from '../config.ts'
 import type { PurgeTarget } from '../db/schema.ts'
+import { chunks } from '../chunks.ts'
 
 export interface PurgeRequest {
   paths: string[]
@@ -28,11 +29,6 @@ export type CdnSettings = Pick<
 
 const REQUEST_TIMEOUT_MS = 10_000
 
-function batches<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = []
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
-  return out
-}
 
 async function send(url: string, init: RequestInit, what: string): Promise<void> {
   const response = await fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
@@ -66,7 +62,7 @@ export class FastlyAdapter implements CdnAdapter {
   async purge({ paths, tags, soft }: PurgeRequest): Promise<void> {
     const headers: Record<string, string> = { 'fastly-key': this.settings.fastlyApiToken ?? '', accept: 'application/json' }
     if (soft) headers['fastly-soft-purge'] = '1'
-    for (const keys of batches(tags, 256)) {
+    for (const keys of chunks(tags, 256)) {
       await send(`${this.settings.fastlyApiUrl}/service/${this.settings.fastlyServiceId}/purge`, { method: 'POST', headers: { ...headers, 'surrogate-key': keys.join(' ') } }, 'fastly surrogate-key purge')
     }
     const host = new URL(this.settings.publicBaseUrl).host
@@ -83,9 +79,9 @@ export class CloudflareAdapter implements CdnAdapter {
   async purge({ paths, tags }: PurgeRequest): Promise<void> {
     const url = `${this.settings.cloudflareApiUrl}/zones/${this.settings.cloudflareZoneId}/purge_cache`
     const headers = { authorization: `Bearer ${this.settings.cloudflareApiToken ?? ''}`, 'content-type': 'application/json' }
-    for (const group of batches(tags, 30)) await send(url, { method: 'POST', headers, body: JSON.stringify({ tags: group }) }, 'cloudflare tag purge')
+    for (const group of chunks(tags, 30)) await send(url, { method: 'POST', headers, body: JSON.stringify({ tags: group }) }, 'cloudflare tag purge')
     const files = paths.map((path) => `${this.settings.publicBaseUrl}${path}`)
-    for (const group of batches(files, 30)) await send(url, { method: 'POST', headers, body: JSON.stringify({ files: group }) }, 'cloudflare url purge')
+    for (const group of chunks(files, 30)) await send(url, { method: 'POST', headers, body: JSON.stringify({ files: group }) }, 'cloudflare url purge')
   }
 }
 
