@@ -21,7 +21,8 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
     const url = request.url
     const normalized = normalizeRequestUrl(url)
     const queryAt = url.indexOf('?')
-    const { segment, source } = resolveSegment(app.segments(), {
+    const directory = app.segments()
+    const { segment, source } = resolveSegment(directory, {
       header: request.headers['x-segment'],
       cookieHeader: request.headers.cookie,
       utmSource: queryAt === -1 ? undefined : new URLSearchParams(url.slice(queryAt + 1)).get('utm_source'),
@@ -42,7 +43,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
       return reply.send(`Moved to ${normalized.location}\n`)
     }
 
-    const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment, app.segments().defaultSlug) : await app.pages.serveInvalidPath(segment)
+    const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment, directory.defaultSlug) : await app.pages.serveInvalidPath(segment)
     const notModified =
       response.status === 200 &&
       isNotModified({ ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] }, response.etag, response.lastModified)
