@@ -1,7 +1,6 @@
 // Admin API for content pipelines: ingest pages and variants. Bearer token, compared in constant
 // time; without ADMIN_TOKEN the routes do not exist (404), so the API is never open by accident.
 
-import { createHash, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ingestPages, ingestSegments, ingestVariants, validationError } from '../src/ingest/ingest-service.ts'
@@ -10,11 +9,10 @@ import { enqueuePurge } from '../src/purge/purge-outbox.ts'
 import { warmUp } from '../src/cache/warm-up.ts'
 import { DomainError } from '../src/errors.ts'
 import { listLandingPaths } from '../src/pages/page-repository.ts'
+import { requireAdminToken } from '../plugins/admin-auth.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
 const ADMIN_BODY_LIMIT = 64 * 1024 * 1024
-
-const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
 
 const IngestSummary = Type.Object({
   received: Type.Integer(),
@@ -26,23 +24,10 @@ const IngestSummary = Type.Object({
 })
 
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const token = app.config.adminToken
-  if (token === undefined) {
+  if (!requireAdminToken(app)) {
     app.log.info('ADMIN_TOKEN is not set: the admin API is off')
     return
   }
-  const expected = digest(token)
-
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('cache-control', 'no-store')
-    const header = request.headers.authorization ?? ''
-    const presented = header.startsWith('Bearer ') ? header.slice(7) : ''
-    // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
-    if (!timingSafeEqual(digest(presented), expected)) {
-      reply.header('www-authenticate', 'Bearer realm="variant-origin admin"')
-      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' })
-    }
-  })
 
   app.post(
     '/admin/purge',

@@ -1,0 +1,32 @@
+// The admin API's bearer-token guard, shared by every admin route file. Each admin route plugin calls
+// `requireAdminToken(app)` in its own encapsulated context; without ADMIN_TOKEN its routes are not
+// registered at all (404), so the API is never open by accident.
+
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+
+const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
+
+/** The OpenAPI security requirement the admin routes declare. */
+export const ADMIN_SECURITY = [{ adminToken: [] }]
+
+/**
+ * Adds the token check to every route of this encapsulated context. Returns false (and registers
+ * nothing) when ADMIN_TOKEN is not set: the caller then registers no routes.
+ */
+export function requireAdminToken(app: FastifyInstance): boolean {
+  const token = app.config.adminToken
+  if (token === undefined) return false
+  const expected = digest(token)
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    const header = request.headers.authorization ?? ''
+    const presented = header.startsWith('Bearer ') ? header.slice(7) : ''
+    // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
+    if (!timingSafeEqual(digest(presented), expected)) {
+      reply.header('www-authenticate', 'Bearer realm="variant-origin admin"')
+      return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' })
+    }
+  })
+  return true
+}
