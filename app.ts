@@ -1,6 +1,7 @@
 // The one app factory: the server entry and every test build the app through it, so tests run the
 // real Fastify options, plugins and routes.
 
+import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './src/config.ts'
@@ -8,11 +9,17 @@ import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
+import loadSheddingPlugin from './plugins/load-shedding.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import openapiPlugin from './plugins/openapi.ts'
 import pagesPlugin from './plugins/pages.ts'
 import purgePlugin from './plugins/purge.ts'
 import redisPlugin from './plugins/redis.ts'
+import requestTelemetryPlugin from './plugins/request-telemetry.ts'
 import adminRoutes from './routes/admin.ts'
 import healthRoutes from './routes/health.ts'
+import metricsRoutes from './routes/metrics.ts'
+import openapiRoutes from './routes/openapi.ts'
 import pageRoutes from './routes/pages.ts'
 
 export interface BuildAppOptions {
@@ -20,9 +27,12 @@ export interface BuildAppOptions {
   logger?: FastifyServerOptions['logger']
 }
 
-export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
+export function loggerOptions(config: Config, stdoutIsTTY = process.stdout.isTTY === true): FastifyServerOptions['logger'] {
+  const pretty = config.logPretty === 'true' || (config.logPretty === 'auto' && stdoutIsTTY)
   return {
     level: config.logLevel,
+    // JSON lines for log shippers; pino-pretty only for a human at a terminal.
+    ...(pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } } : {}),
     // Secrets never reach the logs, whatever a handler logs.
     redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'config.adminToken', 'config.openaiApiKey'], censor: '[redacted]' },
   }
@@ -31,6 +41,11 @@ export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
 export async function buildApp(config: Config, options: BuildAppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? loggerOptions(config),
+    // plugins/request-telemetry.ts logs one line per request instead of Fastify's two.
+    disableRequestLogging: true,
+    // The CDN's request id (when it sends one) ties its logs to ours.
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
     // The CDN is the client; its X-Forwarded-For is trusted only from loopback and private networks.
     trustProxy: ['127.0.0.1', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'],
     connectionTimeout: 30_000,
@@ -45,12 +60,18 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
 
   await app.register(configPlugin, { config })
   await app.register(errorHandlerPlugin)
+  await app.register(metricsPlugin)
+  await app.register(requestTelemetryPlugin)
+  await app.register(loadSheddingPlugin)
+  await app.register(openapiPlugin)
   await app.register(redisPlugin)
   await app.register(databasePlugin)
   await app.register(pagesPlugin)
   await app.register(embedderPlugin)
   await app.register(purgePlugin)
   await app.register(healthRoutes)
+  await app.register(metricsRoutes)
+  await app.register(openapiRoutes)
   await app.register(adminRoutes)
   await app.register(pageRoutes)
   return app

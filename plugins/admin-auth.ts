@@ -7,6 +7,16 @@ import type { FastifyInstance } from 'fastify'
 
 const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
 
+/** A constant-time check of `Authorization: Bearer <token>` against one token. */
+export function bearerTokenCheck(token: string): (authorization: string | undefined) => boolean {
+  const expected = digest(token)
+  return (authorization = '') => {
+    const presented = authorization.startsWith('Bearer ') ? authorization.slice(7) : ''
+    // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
+    return timingSafeEqual(digest(presented), expected)
+  }
+}
+
 /** The OpenAPI security requirement the admin routes declare. */
 export const ADMIN_SECURITY = [{ adminToken: [] }]
 
@@ -17,13 +27,10 @@ export const ADMIN_SECURITY = [{ adminToken: [] }]
 export function requireAdminToken(app: FastifyInstance): boolean {
   const token = app.config.adminToken
   if (token === undefined) return false
-  const expected = digest(token)
+  const authorized = bearerTokenCheck(token)
   app.addHook('onRequest', async (request, reply) => {
     reply.header('cache-control', 'no-store')
-    const header = request.headers.authorization ?? ''
-    const presented = header.startsWith('Bearer ') ? header.slice(7) : ''
-    // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
-    if (!timingSafeEqual(digest(presented), expected)) {
+    if (!authorized(request.headers.authorization)) {
       reply.header('www-authenticate', 'Bearer realm="variant-origin admin"')
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' })
     }

@@ -46,7 +46,8 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   const pages = new PageService({
     db: app.database.db,
     cache,
-    l2: redis === null ? null : new RedisL2(redis, app.log),
+    l2: redis === null ? null : new RedisL2(redis, app.log, () => app.metrics.redisError('command')),
+    metrics: app.metrics.pages,
     settings: config,
     log: app.log,
     segmentSlugs: () => [...directory.slugs],
@@ -82,4 +83,4 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onClose', async () => clearInterval(timer))
 }
 
-export default fp(pagesPlugin, { name: 'pages', dependencies: ['config', 'database', 'redis'] })
+export default fp(pagesPlugin, { name: 'pages', dependencies: ['config', 'database', 'redis', 'metrics'] })

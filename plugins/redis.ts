@@ -41,6 +41,7 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
         })
   let lastErrorLog = 0
   redis.on('error', (err) => {
+    app.metrics.redisError('connection')
     // Reconnect attempts fail every few seconds while Redis is down: log once a minute, not each time.
     const now = Date.now()
     if (now - lastErrorLog > 60_000) {
@@ -60,4 +61,4 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(redisPlugin, { name: 'redis', dependencies: ['config'] })
+export default fp(redisPlugin, { name: 'redis', dependencies: ['config', 'metrics'] })

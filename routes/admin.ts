@@ -9,7 +9,7 @@ import { enqueuePurge } from '../src/purge/purge-outbox.ts'
 import { warmUp } from '../src/cache/warm-up.ts'
 import { DomainError } from '../src/errors.ts'
 import { listLandingPaths } from '../src/pages/page-repository.ts'
-import { requireAdminToken } from '../plugins/admin-auth.ts'
+import { ADMIN_SECURITY, requireAdminToken } from '../plugins/admin-auth.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
 const ADMIN_BODY_LIMIT = 64 * 1024 * 1024
@@ -33,6 +33,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/admin/purge',
     {
       schema: {
+        tags: ['admin'],
+        summary: 'Purge paths or tags from every cache tier and the CDN',
+        security: ADMIN_SECURITY,
         body: Type.Object(
           {
             paths: Type.Optional(Type.Array(Type.String(), { maxItems: 1000 })),
@@ -65,6 +68,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/admin/warm',
     {
       schema: {
+        tags: ['admin'],
+        summary: 'Render the top pages by crawl weight into the shared cache',
+        security: ADMIN_SECURITY,
         body: Type.Object({ top: Type.Integer({ minimum: 1, maximum: 100_000 }), concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })) }, { additionalProperties: false }),
         response: {
           200: Type.Object({
@@ -83,6 +89,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       if (app.redis === null) throw new DomainError('CONFLICT', 'warm-up fills the shared Redis tier, and REDIS_URL is off')
       const report = await warmUp(app.database.db, app.pages, [...app.segments().slugs], request.body.top, request.body.concurrency ?? 8)
+      app.metrics.warmUp(report)
       request.log.info(report, 'warm-up finished')
       return report
     },
@@ -92,6 +99,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/admin/segments',
     {
       schema: {
+        tags: ['admin'],
+        summary: 'Create or update audience segments',
+        security: ADMIN_SECURITY,
         body: Type.Object({ segments: Type.Array(Type.Unknown(), { maxItems: 1000 }) }),
         response: { 200: Type.Object({ received: Type.Integer(), upserted: Type.Integer() }) },
       },
@@ -110,6 +120,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       bodyLimit: ADMIN_BODY_LIMIT,
       schema: {
+        tags: ['admin'],
+        summary: 'Ingest pages (validated as a batch, embedded, upserted)',
+        security: ADMIN_SECURITY,
         body: Type.Object({ pages: Type.Array(Type.Unknown(), { maxItems: MAX_RECORDS_PER_REQUEST }) }),
         response: { 200: IngestSummary },
       },
@@ -128,6 +141,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       bodyLimit: ADMIN_BODY_LIMIT,
       schema: {
+        tags: ['admin'],
+        summary: 'Ingest content variants (validated as a batch, embedded, upserted)',
+        security: ADMIN_SECURITY,
         body: Type.Object({ variants: Type.Array(Type.Unknown(), { maxItems: MAX_RECORDS_PER_REQUEST }) }),
         response: { 200: IngestSummary },
       },

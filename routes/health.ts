@@ -23,7 +23,11 @@ const Check = Type.Object({
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/health/live',
-    { schema: { response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    {
+      logLevel: 'warn', // probes every few seconds: no request line each time
+      config: { pressureHandler: () => undefined }, // an overloaded origin is still alive
+      schema: { tags: ['health'], summary: 'Liveness: the process answers', response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
+    },
     async (_request, reply) => {
       reply.header('cache-control', 'no-store')
       return { status: 'ok' as const }
@@ -33,7 +37,10 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/health/ready',
     {
+      logLevel: 'warn',
       schema: {
+        tags: ['health'],
+        summary: 'Readiness: database, migrations and Redis',
         response: {
           '2xx': Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]), checks: Type.Object({ database: Check, migrations: Check, redis: Check }) }),
           503: Type.Object({ status: Type.Literal('fail'), checks: Type.Object({ database: Check, migrations: Check, redis: Check }) }),

@@ -57,8 +57,9 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
     return notModified ? reply.send() : reply.send(response.body)
   }
 
-  app.get('/', handler)
-  app.get('/*', handler)
+  // Page URLs are the CDN's surface, not an API: left out of the OpenAPI document.
+  app.get('/', { schema: { hide: true } }, handler)
+  app.get('/*', { schema: { hide: true } }, handler)
 }
 
 export default pageRoutes

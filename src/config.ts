@@ -58,6 +58,18 @@ export interface Config {
   cloudflareApiUrl: string
   cloudflareZoneId: string | undefined
   cloudflareApiToken: string | undefined
+  /** Bearer token /metrics asks for; undefined: open (restrict it at the network instead). */
+  metricsToken: string | undefined
+  /** How often the crawl-weight histogram (a scan of pages) is recomputed for /metrics. */
+  metricsCrawlWeightRefreshSeconds: number
+  /** Load shedding (@fastify/under-pressure); 0 turns a threshold off. */
+  loadShedMaxEventLoopDelayMs: number
+  loadShedMaxHeapUsedBytes: number
+  loadShedMaxRssBytes: number
+  loadShedRetryAfterSeconds: number
+  loadShedSampleIntervalMs: number
+  /** Human-readable logs: auto means only when stdout is a terminal. */
+  logPretty: 'auto' | 'true' | 'false'
 }
 
 export class ConfigError extends Error {
@@ -226,6 +238,14 @@ export function loadConfig(env: Env = process.env): Config {
     cloudflareApiUrl: (read.url('CLOUDFLARE_API_URL', ['http:', 'https:'], 'https://api.cloudflare.com/client/v4', 'https://api.cloudflare.com/client/v4') ?? '').replace(/\/$/, ''),
     cloudflareZoneId: read.get('CLOUDFLARE_ZONE_ID'),
     cloudflareApiToken: read.get('CLOUDFLARE_API_TOKEN'),
+    metricsToken: read.string('METRICS_TOKEN', '', /^[\x21-\x7e]{16,256}$/, 'at least 16 printable characters (no spaces)') || undefined,
+    metricsCrawlWeightRefreshSeconds: read.integer('METRICS_CRAWL_WEIGHT_REFRESH_SECONDS', 300, 1, DAY),
+    loadShedMaxEventLoopDelayMs: read.integer('LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS', 1_000, 0, 60_000),
+    loadShedMaxHeapUsedBytes: read.integer('LOAD_SHED_MAX_HEAP_USED_BYTES', 0, 0, 2 ** 40),
+    loadShedMaxRssBytes: read.integer('LOAD_SHED_MAX_RSS_BYTES', 0, 0, 2 ** 40),
+    loadShedRetryAfterSeconds: read.integer('LOAD_SHED_RETRY_AFTER_SECONDS', 5, 1, 3_600),
+    loadShedSampleIntervalMs: read.integer('LOAD_SHED_SAMPLE_INTERVAL_MS', 1_000, 10, 60_000),
+    logPretty: read.oneOf('LOG_PRETTY', ['auto', 'true', 'false'] as const, 'auto'),
   }
 
   const targets = (read.get('PURGE_TARGETS') ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')

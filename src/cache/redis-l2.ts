@@ -35,16 +35,19 @@ export function decodeEntry(raw: Buffer): CachedResponse | undefined {
 export class RedisL2 {
   private readonly redis: Redis | Cluster
   private readonly log: Logger
+  private readonly onError: () => void
   private lastWarning = 0
   errors = 0
 
-  constructor(redis: Redis | Cluster, log: Logger) {
+  constructor(redis: Redis | Cluster, log: Logger, onError: () => void = () => undefined) {
     this.redis = redis
     this.log = log
+    this.onError = onError
   }
 
   private failed(err: unknown, operation: string): void {
     this.errors++
+    this.onError()
     const now = Date.now()
     if (now - this.lastWarning > 10_000) {
       this.lastWarning = now

@@ -4,6 +4,7 @@
 
 import OpenAI from 'openai'
 import CircuitBreaker from 'opossum'
+import { type CircuitState, circuitState } from '../circuit-state.ts'
 import { DomainError } from '../errors.ts'
 import { l2Normalize } from './local-embedder.ts'
 import type { Embedder } from './embedder.ts'
@@ -65,6 +66,10 @@ export class OpenAIEmbedder implements Embedder {
 
   get circuitOpen(): boolean {
     return this.breaker.opened
+  }
+
+  get circuitState(): CircuitState {
+    return circuitState(this.breaker)
   }
 }
 

@@ -164,3 +164,14 @@ export async function latestPageUpdate(db: Kysely<Database>): Promise<Date> {
   const row = await db.selectFrom('pages').select((eb) => eb.fn.max('updated_at').as('latest')).executeTakeFirst()
   return row?.latest ?? new Date(0)
 }
+
+/** Upper bounds of the crawl-weight histogram /metrics exposes. */
+export const CRAWL_WEIGHT_BOUNDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1] as const
+
+/** Published pages with a weight at most each bound (cumulative, like a Prometheus histogram), in one scan. */
+export async function crawlWeightDistribution(db: Kysely<Database>): Promise<Array<{ le: number; pages: number }>> {
+  // Raw SQL: one filtered count per bound in a single pass; kysely's builder has no FILTER clause.
+  const columns = CRAWL_WEIGHT_BOUNDS.map((bound, i) => sql`count(*) filter (where crawl_weight <= ${sql.lit(bound)}::real)`.as(`b${i}`))
+  const row = (await db.selectFrom('pages').select(columns).where('status', '=', 'published').executeTakeFirstOrThrow()) as Record<string, string | number>
+  return CRAWL_WEIGHT_BOUNDS.map((le, i) => ({ le, pages: Number(row[`b${i}`]) }))
+}

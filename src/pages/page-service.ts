@@ -7,6 +7,7 @@ import CircuitBreaker from 'opossum'
 import type { RedisL2 } from '../cache/redis-l2.ts'
 import type { ResponseCache, CachedResponse } from '../cache/response-cache.ts'
 import type { Database } from '../db/schema.ts'
+import { type CircuitState, circuitState } from '../circuit-state.ts'
 import { DomainError } from '../errors.ts'
 import { cacheTag, type CachePolicySettings, type HeaderMap, pathJitterFactor, publicCacheHeaders, sharedTtlForPage } from '../http/cache-policy.ts'
 import { strongEtag } from '../http/conditional.ts'
@@ -32,6 +33,17 @@ export interface PageServiceSettings extends CachePolicySettings {
 interface Logger {
   warn(obj: object, msg: string): void
 }
+
+/** What the service reports for /metrics; the counting itself lives in plugins/metrics.ts. */
+export interface PageMetrics {
+  /** One per tier consulted: hit (fresh), stale (present, past fresh), miss (absent). */
+  lookup(tier: 'l1' | 'l2', result: 'hit' | 'miss' | 'stale'): void
+  rendered(outcome: 'ok' | 'error', seconds: number): void
+  staleServed(reason: 'revalidate' | 'error'): void
+  vectorSearch(seconds: number): void
+}
+
+const NO_METRICS: PageMetrics = { lookup() {}, rendered() {}, staleServed() {}, vectorSearch() {} }
 
 export interface ServedPage {
   response: CachedResponse
@@ -83,6 +95,7 @@ export interface PageServiceOptions {
   segmentSlugs: () => readonly string[]
   /** Tells the other instances to drop these L1 keys and tags (Redis pub/sub); absent on a single instance. */
   broadcastInvalidation?: (message: { keys: string[]; tags: string[] }) => void
+  metrics?: PageMetrics
 }
 
 /** How long one instance may render a cold key before another stops waiting for it. */
@@ -103,6 +116,7 @@ export class PageService {
   private readonly broadcast: ((message: { keys: string[]; tags: string[] }) => void) | undefined
   private readonly breaker: CircuitBreaker<[string, string], CachedResponse>
   private readonly lockToken = randomUUID()
+  private readonly metrics: PageMetrics
   renders = 0
   overBudget = 0
   staleServed = 0
@@ -116,6 +130,7 @@ export class PageService {
     this.log = options.log
     this.segmentSlugs = options.segmentSlugs
     this.broadcast = options.broadcastInvalidation
+    this.metrics = options.metrics ?? NO_METRICS
     // A failing database fails fast: while open, renders are refused at once (stale or 503 instead of
     // every request waiting for a connect timeout).
     this.breaker = new CircuitBreaker((path: string, segment: string) => this.render(path, segment), {
@@ -132,6 +147,10 @@ export class PageService {
     return this.breaker.opened
   }
 
+  get databaseCircuitState(): CircuitState {
+    return circuitState(this.breaker)
+  }
+
   /**
    * The hot path: an L1 entry inside its fresh window is answered with no I/O at all. Past it: L2,
    * then stale-while-revalidate, then one render per key (single-flight here, a Redis lock across
@@ -143,18 +162,23 @@ export class PageService {
     const now = Date.now()
     const local = this.cache.get(key)
     if (local !== undefined && now < local.localFreshUntil) {
+      this.metrics.lookup('l1', 'hit')
       if (this.refreshEarly(local.response, now)) this.refreshInBackground(key, path, segment)
       return { response: local.response, cacheResult: 'HIT-L1' }
     }
+    this.metrics.lookup('l1', local === undefined ? 'miss' : 'stale')
 
     const shared = this.l2 === null ? undefined : await this.l2.get(key)
     if (shared !== undefined && now < shared.freshUntil) {
+      this.metrics.lookup('l2', 'hit')
       this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
       return { response: shared, cacheResult: 'HIT-L2' }
     }
+    if (this.l2 !== null) this.metrics.lookup('l2', shared === undefined ? 'miss' : 'stale')
     const known = newest(local?.response, shared)
     if (known !== undefined && now < known.swrUntil) {
       this.staleServed++
+      this.metrics.staleServed('revalidate')
       this.refreshInBackground(key, path, segment)
       return { response: known, cacheResult: 'STALE' }
     }
@@ -173,6 +197,7 @@ export class PageService {
       // stale-if-error: a failed render never replaces a good entry, and the good entry answers.
       if (known !== undefined && Date.now() < known.staleUntil && err instanceof DomainError && err.code === 'DATABASE_UNAVAILABLE') {
         this.staleServed++
+        this.metrics.staleServed('error')
         return { response: known, cacheResult: 'STALE' }
       }
       throw err
@@ -327,13 +352,26 @@ export class PageService {
     this.renders++
     const started = Date.now()
     try {
+      const response = await this.renderPage(path, segment, started)
+      this.metrics.rendered('ok', (Date.now() - started) / 1000)
+      return response
+    } catch (err) {
+      this.metrics.rendered('error', (Date.now() - started) / 1000)
+      throw err
+    }
+  }
+
+  private async renderPage(path: string, segment: string, started: number): Promise<CachedResponse> {
+    try {
       if (path === '/') return await this.renderIndex(segment, started)
       const page = await findPublishedPage(this.db, path)
       if (page === undefined) return this.notFound(path, segment, started)
       let html: string
       let lastModified = page.updatedAt
       if (page.kind === 'landing') {
+        const searchStarted = performance.now()
         const variant = await findNearestVariant(this.db, page.id, segment)
+        this.metrics.vectorSearch((performance.now() - searchStarted) / 1000)
         html = renderLandingPage(page, variant)
         if (variant !== undefined && variant.updatedAt > lastModified) lastModified = variant.updatedAt
       } else {

@@ -1,0 +1,48 @@
+import t from 'tap'
+import { buildTestApp } from '../helper.ts'
+
+const busy = (ms: number): void => {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    // the event loop is blocked, as under a CPU-bound overload
+  }
+}
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+t.test('over the event-loop delay threshold: 503 + Retry-After + no-store, probes exempt, then recovery', async (t) => {
+  const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '100', LOAD_SHED_SAMPLE_INTERVAL_MS: '500', LOAD_SHED_RETRY_AFTER_SECONDS: '7' })
+  t.equal((await app.inject({ url: '/crm/dentists/austin' })).statusCode, 200, 'served while the loop is healthy')
+
+  // The sample taken right after the block sees it; the next one, 500 ms later, does not.
+  busy(1_200)
+  await sleep(20)
+  const shed = await app.inject({ url: '/crm/dentists/austin' })
+  t.equal(shed.statusCode, 503)
+  t.equal(shed.headers['retry-after'], '7')
+  t.equal(shed.headers['cache-control'], 'no-store', 'the CDN must not store the 503; it serves its stale copy')
+  t.match(shed.json(), { statusCode: 503, message: /overloaded \(eventLoopDelay\); retry after 7 s/ })
+  t.equal((await app.inject({ url: '/health/live' })).statusCode, 200, 'liveness is never shed: an overloaded origin is alive')
+  t.equal((await app.inject({ url: '/metrics' })).statusCode, 200, 'scrapes are never shed')
+
+  let recovered = await app.inject({ url: '/crm/dentists/austin' })
+  for (let i = 0; i < 40 && recovered.statusCode === 503; i++) {
+    await sleep(100)
+    recovered = await app.inject({ url: '/crm/dentists/austin' })
+  }
+  t.equal(recovered.statusCode, 200, 'served again once the delay drops')
+})
+
+t.test('every threshold at 0 turns load shedding off', async (t) => {
+  const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0' })
+  busy(400)
+  await sleep(20)
+  t.equal((await app.inject({ url: '/crm/dentists/austin' })).statusCode, 200)
+})
+
+t.test('a memory threshold sheds too', async (t) => {
+  const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0', LOAD_SHED_MAX_RSS_BYTES: '1024', LOAD_SHED_SAMPLE_INTERVAL_MS: '20' })
+  await sleep(60)
+  const shed = await app.inject({ url: '/crm/dentists/austin' })
+  t.equal(shed.statusCode, 503)
+  t.match(shed.json().message, /rssBytes/)
+})
