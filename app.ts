@@ -1,14 +1,14 @@
 // The one app factory: the server entry and every test build the app through it, so tests run the
 // real Fastify options, plugins and routes.
 
-import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './src/config.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
+import hitFastPathPlugin, { HitFastPath, requestIdGenerator } from './plugins/hit-fast-path.ts'
 import loadSheddingPlugin from './plugins/load-shedding.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
@@ -39,18 +39,24 @@ export function loggerOptions(config: Config, stdoutIsTTY = process.stdout.isTTY
 }
 
 export async function buildApp(config: Config, options: BuildAppOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({
-    logger: options.logger ?? loggerOptions(config),
-    // plugins/request-telemetry.ts logs one line per request instead of Fastify's two.
-    disableRequestLogging: true,
-    // The CDN's request id (when it sends one) ties its logs to ours.
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
-    // The CDN is the client; its X-Forwarded-For is trusted only from loopback and private networks.
-    trustProxy: ['127.0.0.1', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'],
+  const timeouts = {
     connectionTimeout: 30_000,
     requestTimeout: 30_000,
     keepAliveTimeout: 72_000, // longer than common CDN/load-balancer idle timeouts (60 s), so the origin never closes first
+  }
+  // Fresh L1 hits are answered in front of Fastify (plugins/hit-fast-path.ts); the rest reach Fastify.
+  const fastPath = new HitFastPath()
+  const genReqId = requestIdGenerator()
+  const app = Fastify({
+    logger: options.logger ?? loggerOptions(config),
+    // plugins/request-telemetry.ts logs one line per request instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
+    // The CDN's request id (when it sends one) ties its logs to ours.
+    genReqId,
+    serverFactory: (handler) => fastPath.createServer(handler, timeouts),
+    ...timeouts,
+    // The CDN is the client; its X-Forwarded-For is trusted only from loopback and private networks.
+    trustProxy: ['127.0.0.1', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'],
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     // The embedded PostgreSQL takes seconds to start and migrate on a busy machine; avvio's default is 10 s.
@@ -67,6 +73,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(redisPlugin)
   await app.register(databasePlugin)
   await app.register(pagesPlugin)
+  await app.register(hitFastPathPlugin, { fastPath, genReqId })
   await app.register(embedderPlugin)
   await app.register(purgePlugin)
   await app.register(healthRoutes)

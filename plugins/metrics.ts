@@ -4,7 +4,7 @@
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client'
 import type { CircuitState } from '../src/circuit-state.ts'
 import type { WarmReport } from '../src/cache/warm-up.ts'
 import { crawlWeightDistribution } from '../src/pages/page-repository.ts'
@@ -53,6 +53,66 @@ async function bounded<T>(work: Promise<T>): Promise<T> {
   }
 }
 
+/** Cache hits answer in well under a millisecond; renders take tens to hundreds. */
+const REQUEST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+/**
+ * http_request_duration_seconds, observed once per request, hits included. prom-client's Histogram
+ * hashes and validates its label object on every observe(), which cost as much as the L1 lookup it
+ * measures (bench/RESULTS.md); this keeps one series per label set in a Map keyed by a joined string
+ * and hands prom-client the values at scrape time, so the exposition format stays prom-client's.
+ */
+interface Series {
+  labels: Record<string, string>
+  buckets: Float64Array
+  sum: number
+  count: number
+}
+
+export class RequestDurationHistogram {
+  readonly name = 'http_request_duration_seconds'
+  readonly help = 'Time from request received to response sent, by route, method, status code and cache result (X-Cache, or none).'
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  private readonly series = new Map<string, Map<string, Map<number, Map<string, Series>>>>()
+
+  observe(method: string, route: string, statusCode: number, cache: string, seconds: number): void {
+    // Nested maps on the label values (interned strings and a small integer) hash nothing new per request.
+    let byRoute = this.series.get(method)
+    if (byRoute === undefined) this.series.set(method, (byRoute = new Map()))
+    let byStatus = byRoute.get(route)
+    if (byStatus === undefined) byRoute.set(route, (byStatus = new Map()))
+    let byCache = byStatus.get(statusCode)
+    if (byCache === undefined) byStatus.set(statusCode, (byCache = new Map()))
+    let entry = byCache.get(cache)
+    if (entry === undefined) {
+      entry = { labels: { method, route, status_code: String(statusCode), cache }, buckets: new Float64Array(REQUEST_BUCKETS.length), sum: 0, count: 0 }
+      byCache.set(cache, entry)
+    }
+    let i = 0
+    while (i < REQUEST_BUCKETS.length && seconds > REQUEST_BUCKETS[i]!) i++
+    if (i < REQUEST_BUCKETS.length) entry.buckets[i]!++
+    entry.sum += seconds
+    entry.count++
+  }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> } {
+    const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> = []
+    const all = [...this.series.values()].flatMap((byRoute) => [...byRoute.values()].flatMap((byStatus) => [...byStatus.values()].flatMap((byCache) => [...byCache.values()])))
+    for (const { labels, buckets, sum, count } of all) {
+      let cumulative = 0
+      REQUEST_BUCKETS.forEach((le, i) => {
+        cumulative += buckets[i]!
+        values.push({ labels: { ...labels, le }, value: cumulative, metricName: `${this.name}_bucket` })
+      })
+      values.push({ labels: { ...labels, le: '+Inf' }, value: count, metricName: `${this.name}_bucket` })
+      values.push({ labels, value: sum, metricName: `${this.name}_sum` })
+      values.push({ labels, value: count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+}
+
 async function metricsPlugin(app: FastifyInstance): Promise<void> {
   const registry = new Registry()
   const registers = [registry]
@@ -61,25 +121,21 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
   // the handle and request counts are of little use behind a CDN, so they are left out.
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name)
 
-  const requestDuration = new Histogram({
-    name: 'http_request_duration_seconds',
-    help: 'Time from request received to response sent, by route, method, status code and cache result (X-Cache, or none).',
-    labelNames: ['method', 'route', 'status_code', 'cache'] as const,
-    // Cache hits answer in well under a millisecond; renders take tens to hundreds.
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers,
-  })
+  const requestDuration = new RequestDurationHistogram()
+  registry.registerMetric(requestDuration as unknown as Metric)
 
-  const cacheRequests = new Counter({
+  // Bumped on every request, hits included: plain integers, handed to prom-client at scrape time.
+  const lookups = { l1: { hit: 0, miss: 0, stale: 0 }, l2: { hit: 0, miss: 0, stale: 0 } }
+  new Counter({
     name: 'variant_origin_cache_requests_total',
     help: 'Response cache lookups by tier: hit (fresh), stale (present past its fresh window), miss (absent). L2 is consulted only when L1 does not hit.',
     labelNames: ['tier', 'result'] as const,
     registers,
+    collect() {
+      this.reset()
+      for (const tier of ['l1', 'l2'] as const) for (const result of ['hit', 'miss', 'stale'] as const) if (lookups[tier][result] > 0) this.inc({ tier, result }, lookups[tier][result])
+    },
   })
-  const lookups = {
-    l1: { hit: cacheRequests.labels('l1', 'hit'), miss: cacheRequests.labels('l1', 'miss'), stale: cacheRequests.labels('l1', 'stale') },
-    l2: { hit: cacheRequests.labels('l2', 'hit'), miss: cacheRequests.labels('l2', 'miss'), stale: cacheRequests.labels('l2', 'stale') },
-  }
   const renders = new Counter({ name: 'variant_origin_renders_total', help: 'Page renders (database reads + HTML), by outcome.', labelNames: ['outcome'] as const, registers })
   const renderDuration = new Histogram({
     name: 'variant_origin_render_duration_seconds',
@@ -198,7 +254,9 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
   const metrics: OriginMetrics = {
     registry,
     pages: {
-      lookup: (tier, result) => lookups[tier][result].inc(),
+      lookup: (tier, result) => {
+        lookups[tier][result]++
+      },
       rendered: (outcome, seconds) => {
         renders.labels(outcome).inc()
         renderDuration.observe(seconds)
@@ -206,7 +264,7 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
       staleServed: (reason) => staleServed.labels(reason).inc(),
       vectorSearch: (seconds) => vectorSearch.observe(seconds),
     },
-    observeRequest: (method, route, statusCode, cache, seconds) => requestDuration.labels(method, route, String(statusCode), cache).observe(seconds),
+    observeRequest: (method, route, statusCode, cache, seconds) => requestDuration.observe(method, route, statusCode, cache, seconds),
     redisError: (kind) => redisErrors.labels(kind).inc(),
     warmUp: (report) => warmUpRatio.set(report.successRate),
     setStreamStatsSource: (read) => registerStreamGauges(read),

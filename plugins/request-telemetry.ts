@@ -1,24 +1,47 @@
 // One onResponse hook per request: the request-duration histogram and the one log line the SRE reads
 // (request id, route, status, cache result, duration). Fastify's own two lines per request are off.
+// The L1-hit fast path (plugins/hit-fast-path.ts) records its requests through the same function.
 
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import type { OriginMetrics } from './metrics.ts'
 
 /** Requests Fastify could not route (a 404 before any route) share one label, so URLs never become labels. */
 const UNMATCHED_ROUTE = '__unmatched__'
 
+export interface RequestRecord {
+  method: string
+  url: string
+  route: string
+  status: number
+  cache: string
+  segment: unknown
+  durationMs: number
+}
+
+/** `log` is the request's logger (it carries reqId) or, on the fast path, the app logger plus `reqId`. */
+export function recordRequest(metrics: OriginMetrics, log: FastifyBaseLogger, record: RequestRecord, reqId?: string): void {
+  metrics.observeRequest(record.method, record.route, record.status, record.cache, record.durationMs / 1000)
+  // Skip building the line when info is off (the logger is pino, or Fastify's no-op without a logger).
+  const levelCheck = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
+  if (levelCheck !== undefined && !levelCheck.call(log, 'info')) return
+  const durationMs = Math.round(record.durationMs * 100) / 100
+  log.info(reqId === undefined ? { ...record, durationMs } : { reqId, ...record, durationMs }, 'request')
+}
+
 async function requestTelemetryPlugin(app: FastifyInstance): Promise<void> {
   const { metrics } = app
   app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? UNMATCHED_ROUTE
     const cache = reply.getHeader('x-cache')
-    const cacheResult = typeof cache === 'string' ? cache : 'none'
-    const durationMs = reply.elapsedTime
-    metrics.observeRequest(request.method, route, reply.statusCode, cacheResult, durationMs / 1000)
-    request.log.info(
-      { method: request.method, url: request.url, route, status: reply.statusCode, cache: cacheResult, segment: reply.getHeader('x-segment'), durationMs: Math.round(durationMs * 100) / 100 },
-      'request',
-    )
+    recordRequest(metrics, request.log, {
+      method: request.method,
+      url: request.url,
+      route: request.routeOptions.url ?? UNMATCHED_ROUTE,
+      status: reply.statusCode,
+      cache: typeof cache === 'string' ? cache : 'none',
+      segment: reply.getHeader('x-segment'),
+      durationMs: reply.elapsedTime,
+    })
   })
 }
 

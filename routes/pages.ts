@@ -3,7 +3,7 @@
 
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { publicCacheHeaders } from '../src/http/cache-policy.ts'
-import { isNotModified } from '../src/http/conditional.ts'
+import { pageResponseHead } from '../src/http/page-response.ts'
 import { normalizeRequestUrl } from '../src/http/url-normalize.ts'
 import { resolveSegment, SEGMENT_COOKIE } from '../src/segments/segment-resolution.ts'
 
@@ -44,17 +44,13 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
     }
 
     const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment, directory.defaultSlug) : await app.pages.serveInvalidPath(segment)
-    const notModified =
-      response.status === 200 &&
-      isNotModified({ ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] }, response.etag, response.lastModified)
-    reply.code(notModified ? 304 : response.status).headers(notModified ? response.notModifiedHeaders : response.headers).header('x-cache', cacheResult)
-    // A stale answer says how old it is, so a CDN counts its TTL from the render, not from now.
-    if (cacheResult === 'STALE') reply.header('age', String(Math.max(0, Math.floor((Date.now() - response.renderedAt) / 1000))))
-    if (source === 'cookie' || source === 'utm') {
-      // The segment came from something a shared cache does not key on: this copy is for this browser only.
-      reply.header('cache-control', privateCacheControl).removeHeader('cdn-cache-control').removeHeader('surrogate-control')
-    }
-    return notModified ? reply.send() : reply.send(response.body)
+    const head = pageResponseHead(response, {
+      cacheResult,
+      conditional: { ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] },
+      privateCacheControl: source === 'cookie' || source === 'utm' ? privateCacheControl : undefined,
+    })
+    reply.code(head.status).headers(head.headers)
+    return head.body === undefined ? reply.send() : reply.send(head.body)
   }
 
   // Page URLs are the CDN's surface, not an API: left out of the OpenAPI document.

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import CircuitBreaker from 'opossum'
 import type { RedisL2 } from '../cache/redis-l2.ts'
-import type { ResponseCache, CachedResponse } from '../cache/response-cache.ts'
+import type { CachedResponse, L1Entry, ResponseCache } from '../cache/response-cache.ts'
 import type { Database } from '../db/schema.ts'
 import { type CircuitState, circuitState } from '../circuit-state.ts'
 import { DomainError } from '../errors.ts'
@@ -161,12 +161,8 @@ export class PageService {
     const key = pageCacheKey(path, segment)
     const now = Date.now()
     const local = this.cache.get(key)
-    if (local !== undefined && now < local.localFreshUntil) {
-      this.metrics.lookup('l1', 'hit')
-      if (this.refreshEarly(local.response, now)) this.refreshInBackground(key, path, segment)
-      return { response: local.response, cacheResult: 'HIT-L1' }
-    }
-    this.metrics.lookup('l1', local === undefined ? 'miss' : 'stale')
+    const fresh = this.freshInL1(local, key, path, segment, now)
+    if (fresh !== undefined) return { response: fresh, cacheResult: 'HIT-L1' }
 
     const shared = this.l2 === null ? undefined : await this.l2.get(key)
     if (shared !== undefined && now < shared.freshUntil) {
@@ -202,6 +198,27 @@ export class PageService {
       }
       throw err
     }
+  }
+
+  /**
+   * The L1 hit alone, with no I/O and no promise: what the raw fast path in front of Fastify serves.
+   * undefined means "not a fresh L1 hit": the caller goes the full way (serve).
+   */
+  freshLocal(path: string, segment: string): CachedResponse | undefined {
+    const key = pageCacheKey(path, segment)
+    const local = this.cache.get(key)
+    if (local === undefined || Date.now() >= local.localFreshUntil) return undefined
+    return this.freshInL1(local, key, path, segment, Date.now())
+  }
+
+  private freshInL1(local: L1Entry | undefined, key: string, path: string, segment: string, now: number): CachedResponse | undefined {
+    if (local !== undefined && now < local.localFreshUntil) {
+      this.metrics.lookup('l1', 'hit')
+      if (this.refreshEarly(local.response, now)) this.refreshInBackground(key, path, segment)
+      return local.response
+    }
+    this.metrics.lookup('l1', local === undefined ? 'miss' : 'stale')
+    return undefined
   }
 
   /** XFetch; far from expiry (more than 10 render times) the draw could never fire, so skip it. */
