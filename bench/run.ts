@@ -4,7 +4,7 @@
 
 import autocannon from 'autocannon'
 import { fork, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { deleteKeysWithPrefix } from '../src/cache/redis-keys.ts'
@@ -22,9 +22,21 @@ function start(entry: string, env: Record<string, string>): Promise<{ child: Chi
   })
 }
 
-async function measure(url: string, headers: Record<string, string>): Promise<{ rps: number; p99: number; non2xx: number }> {
+/** CPU time (user + system, ms) a process has used: /proc/<pid>/stat fields 14 and 15, in clock ticks of 10 ms. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 10
+}
+
+/**
+ * Throughput, and the server's CPU time per request: the second does not depend on how much of the
+ * shared cores the load generator got, so it is the steadier measure of what the origin adds.
+ */
+async function measure(url: string, headers: Record<string, string>, pid: number): Promise<{ rps: number; p99: number; non2xx: number; cpuUs: number }> {
+  const cpuBefore = cpuMs(pid)
   const result = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, headers, pipelining: 1 })
-  return { rps: result.requests.average, p99: result.latency.p99, non2xx: result.non2xx }
+  const cpuUs = ((cpuMs(pid) - cpuBefore) * 1000) / Math.max(1, result.requests.total)
+  return { rps: result.requests.average, p99: result.latency.p99, non2xx: result.non2xx, cpuUs }
 }
 
 const median = (values: number[]): number => {
@@ -49,29 +61,37 @@ const bare = await start('./bare-server.ts', { BARE_BODY_B64: body.toString('bas
 const bareUrl = bare.message.address!
 
 const noHeaders: Record<string, string> = {}
-const scenarios: Array<{ name: string; origin: { url: string; headers: Record<string, string> }; bare: { url: string; headers: Record<string, string> }; bar: number }> = [
-  { name: 'L1 hit (200, full body)', origin: { url: `${originUrl}${PAGE}`, headers: noHeaders }, bare: { url: `${bareUrl}${PAGE}`, headers: noHeaders }, bar: 0.9 },
-  { name: 'L2 hit (L1 off, Redis)', origin: { url: `${l2Url}${PAGE}`, headers: noHeaders }, bare: { url: `${bareUrl}${PAGE}`, headers: noHeaders }, bar: 0.6 },
-  { name: '304 revalidation', origin: { url: `${originUrl}${PAGE}`, headers: { 'if-none-match': originEtag } }, bare: { url: `${bareUrl}${PAGE}`, headers: { 'if-none-match': bare.message.etag! } }, bar: 1.0 },
+type Side = { url: string; headers: Record<string, string>; pid: number }
+const scenarios: Array<{ name: string; origin: Side; bare: Side; bar: number }> = [
+  { name: 'L1 hit (200, full body)', origin: { url: `${originUrl}${PAGE}`, headers: noHeaders, pid: origin.child.pid! }, bare: { url: `${bareUrl}${PAGE}`, headers: noHeaders, pid: bare.child.pid! }, bar: 0.9 },
+  { name: 'L2 hit (L1 off, Redis)', origin: { url: `${l2Url}${PAGE}`, headers: noHeaders, pid: l2Origin.child.pid! }, bare: { url: `${bareUrl}${PAGE}`, headers: noHeaders, pid: bare.child.pid! }, bar: 0.6 },
+  {
+    name: '304 revalidation',
+    origin: { url: `${originUrl}${PAGE}`, headers: { 'if-none-match': originEtag }, pid: origin.child.pid! },
+    bare: { url: `${bareUrl}${PAGE}`, headers: { 'if-none-match': bare.message.etag! }, pid: bare.child.pid! },
+    bar: 1.0,
+  },
 ]
 
-const samples = new Map<string, { origin: number[]; bare: number[]; ratio: number[]; originP99: number[]; bareP99: number[]; errors: number }>()
-for (const s of scenarios) samples.set(s.name, { origin: [], bare: [], ratio: [], originP99: [], bareP99: [], errors: 0 })
+const samples = new Map<string, { origin: number[]; bare: number[]; ratio: number[]; originP99: number[]; bareP99: number[]; originCpu: number[]; bareCpu: number[]; errors: number }>()
+for (const s of scenarios) samples.set(s.name, { origin: [], bare: [], ratio: [], originP99: [], bareP99: [], originCpu: [], bareCpu: [], errors: 0 })
 
 for (let round = 1; round <= ROUNDS; round++) {
   for (const s of scenarios) {
     // Alternate which side goes first, so drift on a shared machine does not favour one side.
     const order = round % 2 === 0 ? (['bare', 'origin'] as const) : (['origin', 'bare'] as const)
     const result: Record<string, Awaited<ReturnType<typeof measure>>> = {}
-    for (const side of order) result[side] = await measure(s[side].url, s[side].headers)
+    for (const side of order) result[side] = await measure(s[side].url, s[side].headers, s[side].pid)
     const entry = samples.get(s.name)!
     entry.origin.push(result.origin!.rps)
     entry.bare.push(result.bare!.rps)
     entry.ratio.push(result.origin!.rps / result.bare!.rps)
     entry.originP99.push(result.origin!.p99)
     entry.bareP99.push(result.bare!.p99)
+    entry.originCpu.push(result.origin!.cpuUs)
+    entry.bareCpu.push(result.bare!.cpuUs)
     entry.errors += result.origin!.non2xx === 0 || s.name.startsWith('304') ? 0 : result.origin!.non2xx
-    process.stderr.write(`round ${round} ${s.name}: origin ${result.origin!.rps.toFixed(0)} req/s, bare ${result.bare!.rps.toFixed(0)} req/s, ratio ${(result.origin!.rps / result.bare!.rps).toFixed(3)}\n`)
+    process.stderr.write(`round ${round} ${s.name}: origin ${result.origin!.rps.toFixed(0)} req/s, bare ${result.bare!.rps.toFixed(0)} req/s, ratio ${(result.origin!.rps / result.bare!.rps).toFixed(3)}; CPU/request origin ${result.origin!.cpuUs.toFixed(0)} us, bare ${result.bare!.cpuUs.toFixed(0)} us\n`)
   }
 }
 
@@ -141,7 +161,7 @@ await deleteKeysWithPrefix(REDIS_URL, prefix)
 const rows = scenarios.map((s) => {
   const e = samples.get(s.name)!
   const ratio = median(e.ratio)
-  return `| ${s.name} | ${median(e.origin).toFixed(0)} | ${median(e.bare).toFixed(0)} | **${ratio.toFixed(3)}** (${e.ratio.map((r) => r.toFixed(2)).join(', ')}) | ${median(e.originP99)} / ${median(e.bareP99)} | >= ${s.bar.toFixed(2)} ${ratio >= s.bar ? 'met' : 'NOT met'} |`
+  return `| ${s.name} | ${median(e.origin).toFixed(0)} | ${median(e.bare).toFixed(0)} | **${ratio.toFixed(3)}** (${e.ratio.map((r) => r.toFixed(2)).join(', ')}) | ${median(e.originP99)} / ${median(e.bareP99)} | ${median(e.originCpu).toFixed(0)} / ${median(e.bareCpu).toFixed(0)} | >= ${s.bar.toFixed(2)} ${ratio >= s.bar ? 'met' : 'NOT met'} |`
 })
 
 const report = `# Benchmark results
@@ -152,11 +172,13 @@ baseline interleaved (the side that goes first alternates). The baseline is bare
 same ${body.length}-byte body with the same response headers (copied from the origin's). Ratios are origin req/s over baseline req/s
 in the same round; the table gives medians, with every round's ratio in brackets. The load generator
 shares the 2 cores with the servers, so absolute numbers are low and noisy; the ratio is the result.
+The CPU column is each server's own CPU time (from /proc) divided by the requests it answered, medians
+over the rounds: it does not depend on the share of the cores the load generator got.
 
 Origin: embedded PostgreSQL (in-memory), REDIS_URL=off, LOG_LEVEL=warn, page \`${PAGE}\` (demo data).
 
-| scenario | origin req/s | bare req/s | ratio (median) | p99 ms origin / bare | bar |
-|---|---|---|---|---|---|
+| scenario | origin req/s | bare req/s | ratio (median) | p99 ms origin / bare | CPU us/request origin / bare | bar |
+|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 
 L2 hit: a second origin with L1_TTL_SECONDS=0 (L1 never fresh) reading Redis (${REDIS_URL}, key prefix per run).
@@ -188,6 +210,10 @@ embedded PostgreSQL's single session; this is what the caches above keep the CDN
 
 bentocache was measured for the L1 hit separately: see bench/bentocache/RESULTS.md.
 `
-writeFileSync(fileURLToPath(new URL('./RESULTS.md', import.meta.url)), report)
+// The sitemap benchmark (bench/sitemaps.ts) writes its own section between these markers: keep it.
+const resultsPath = fileURLToPath(new URL('./RESULTS.md', import.meta.url))
+const previous = existsSync(resultsPath) ? readFileSync(resultsPath, 'utf8') : ''
+const kept = /<!-- sitemaps:start -->[\s\S]*<!-- sitemaps:end -->/.exec(previous)?.[0]
+writeFileSync(resultsPath, kept === undefined ? report : `${report}\n${kept}\n`)
 process.stdout.write(report)
 process.exit(0)

@@ -1,11 +1,12 @@
-// The L1-hit fast path: a request listener in front of Fastify that answers fresh in-process hits
-// straight from the stored bytes and headers, and hands everything else to Fastify untouched.
+// The cache-hit fast path: a request listener in front of Fastify that answers fresh hits (L1, else
+// one L2 read) straight from the stored bytes and headers, and hands everything else to Fastify.
 // DESIGN: "A hit replies with the stored bytes and headers ... Nothing else runs on a hit." Fastify's
 // per-request machinery (routing, request/reply objects, child logger, hooks) costs more than the
 // lookup itself; bench/RESULTS.md measures the difference.
 //
-// Only plain GET/HEAD of a canonical path without a query, on a fresh L1 entry, take this path; any
-// redirect, utm rule, miss, L2 read, stale answer or error goes through Fastify's page route, which
+// Only plain GET/HEAD of a canonical path without a query, on a fresh L1 or L2 entry, take this path;
+// any redirect, utm rule, miss, stale answer or error goes through Fastify's page route (with the
+// lookup already made, so no tier is asked twice), which
 // builds its reply with the same pageResponseHead(), so both paths answer a request identically.
 // Hits are not shed under load: a hit costs what a 503 would. While the app closes, Fastify answers.
 
@@ -17,7 +18,8 @@ import type { CachedResponse } from '../src/cache/response-cache.ts'
 import { isNotModified } from '../src/http/conditional.ts'
 import { type PageResponseHead, pageResponseHead } from '../src/http/page-response.ts'
 import { normalizeRequestUrl } from '../src/http/url-normalize.ts'
-import { resolveSegment } from '../src/segments/segment-resolution.ts'
+import type { CacheLookup, ServedPage } from '../src/pages/page-service.ts'
+import { resolveSegment, type SegmentSource } from '../src/segments/segment-resolution.ts'
 import { recordRequest } from './request-telemetry.ts'
 
 export interface ServerTimeouts {
@@ -38,7 +40,19 @@ export function requestIdGenerator(): (req: IncomingMessage) => string {
   }
 }
 
-type HitHandler = (req: IncomingMessage, res: ServerResponse) => boolean
+/** true: answered; false: Fastify's; a promise: an L2 read is under way, then one of the two. */
+type HitHandler = (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>
+
+/** A lookup the fast path made and could not answer from, for the page route to go on with. */
+const lookupsByRequest = new WeakMap<IncomingMessage, { path: string; segment: string; lookup: CacheLookup }>()
+
+/** The cache lookup already made for this request (path and segment must match), once. */
+export function takeFastPathLookup(req: IncomingMessage, path: string, segment: string): CacheLookup | undefined {
+  const stashed = lookupsByRequest.get(req)
+  if (stashed === undefined) return undefined
+  lookupsByRequest.delete(req)
+  return stashed.path === path && stashed.segment === segment ? stashed.lookup : undefined
+}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -58,8 +72,15 @@ export class HitFastPath {
   /** Fastify's serverFactory: Fastify leaves the server timeouts to the factory, so they are set here. */
   createServer(fastifyHandler: RequestListener, timeouts: ServerTimeouts): Server {
     const server = createServer((req, res) => {
-      if (this.handle !== undefined && this.handle(req, res)) this.served++
-      else fastifyHandler(req, res)
+      const handled = this.handle === undefined ? false : this.handle(req, res)
+      if (handled === true) this.served++
+      else if (handled === false) fastifyHandler(req, res)
+      else {
+        handled.then(
+          (answered) => (answered ? this.served++ : fastifyHandler(req, res)),
+          () => fastifyHandler(req, res), // the handler writes nothing before it can answer in full
+        )
+      }
     })
     server.keepAliveTimeout = timeouts.keepAliveTimeout
     server.requestTimeout = timeouts.requestTimeout
@@ -81,15 +102,17 @@ const withLength = (head: PageResponseHead): PageResponseHead => {
  * The two answers a shared (not cookie-keyed) hit can get, built once per cached response by the same
  * pageResponseHead() the Fastify route uses, so a hit costs a lookup and a write.
  */
-const headsByResponse = new WeakMap<CachedResponse, { full: PageResponseHead; notModified: PageResponseHead }>()
-function sharedHeads(response: CachedResponse): { full: PageResponseHead; notModified: PageResponseHead } {
-  let heads = headsByResponse.get(response)
+const headsByResponse = new WeakMap<CachedResponse, Map<string, { full: PageResponseHead; notModified: PageResponseHead }>>()
+function sharedHeads(response: CachedResponse, cacheResult: string): { full: PageResponseHead; notModified: PageResponseHead } {
+  let byResult = headsByResponse.get(response)
+  if (byResult === undefined) headsByResponse.set(response, (byResult = new Map()))
+  let heads = byResult.get(cacheResult)
   if (heads === undefined) {
     heads = {
-      full: withLength(pageResponseHead(response, { cacheResult: 'HIT-L1', conditional: {} })),
-      notModified: pageResponseHead(response, { cacheResult: 'HIT-L1', conditional: { ifNoneMatch: response.etag } }),
+      full: withLength(pageResponseHead(response, { cacheResult, conditional: {} })),
+      notModified: pageResponseHead(response, { cacheResult, conditional: { ifNoneMatch: response.etag } }),
     }
-    headsByResponse.set(response, heads)
+    byResult.set(cacheResult, heads)
   }
   return heads
 }
@@ -101,6 +124,22 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
   let closing = false
   app.decorate('hitFastPath', fastPath)
 
+  const answer = (req: IncomingMessage, res: ServerResponse, url: string, started: number, served: ServedPage, segment: string, source: SegmentSource): void => {
+    const { response, cacheResult } = served
+    const conditional = { ifNoneMatch: req.headers['if-none-match'], ifModifiedSince: req.headers['if-modified-since'] }
+    const head =
+      source === 'cookie'
+        ? withLength(pageResponseHead(response, { cacheResult, conditional, privateCacheControl }))
+        : response.status === 200 && isNotModified(conditional, response.etag, response.lastModified)
+          ? sharedHeads(response, cacheResult).notModified
+          : sharedHeads(response, cacheResult).full
+    res.writeHead(head.status, head.headers)
+    // A HEAD answer carries the GET's Content-Length and no body (writing one would close the connection).
+    if (req.method === 'HEAD') res.end()
+    else res.end(head.body)
+    recordRequest(metrics, log, { method: req.method!, url, route: '/*', status: head.status, cache: cacheResult, segment, durationMs: performance.now() - started }, genReqId(req))
+  }
+
   fastPath.arm((req, res) => {
     if (closing || (req.method !== 'GET' && req.method !== 'HEAD')) return false
     const url = req.url ?? ''
@@ -111,24 +150,24 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
       if (normalized.kind !== 'canonical') return false
       const { segment, source } = resolveSegment(app.segments(), { header: req.headers['x-segment'], cookieHeader: req.headers.cookie, utmSource: undefined })
       const response = pages.freshLocal(normalized.path, segment)
-      if (response === undefined) return false
-      const conditional = { ifNoneMatch: req.headers['if-none-match'], ifModifiedSince: req.headers['if-modified-since'] }
-      const head =
-        source === 'cookie'
-          ? withLength(pageResponseHead(response, { cacheResult: 'HIT-L1', conditional, privateCacheControl }))
-          : response.status === 200 && isNotModified(conditional, response.etag, response.lastModified)
-            ? sharedHeads(response).notModified
-            : sharedHeads(response).full
-      res.writeHead(head.status, head.headers)
-      // A HEAD answer carries the GET's Content-Length and no body (writing one would close the connection).
-      if (req.method === 'HEAD') res.end()
-      else res.end(head.body)
-      recordRequest(metrics, log, { method: req.method, url, route: '/*', status: head.status, cache: 'HIT-L1', segment, durationMs: performance.now() - started }, genReqId(req))
-      return true
+      if (response !== undefined) {
+        answer(req, res, url, started, { response, cacheResult: 'HIT-L1' }, segment, source)
+        return true
+      }
+      if (!pages.hasSharedTier) return false
+      // Not fresh here: one L2 read, answered here on a hit, else handed to the page route with the lookup.
+      return pages.lookup(normalized.path, segment).then((lookup) => {
+        if (lookup.hit === undefined || closing) {
+          lookupsByRequest.set(req, { path: normalized.path, segment, lookup })
+          return false
+        }
+        answer(req, res, url, started, lookup.hit, segment, source)
+        return true
+      })
     } catch (err) {
       // Nothing was written when anything above throws: Fastify answers instead, and the bug is logged.
       if (res.headersSent) throw err
-      log.error({ err, url }, 'the L1 fast path failed; answering through Fastify')
+      log.error({ err, url }, 'the cache fast path failed; answering through Fastify')
       return false
     }
   })

@@ -4,6 +4,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { publicCacheHeaders } from '../src/http/cache-policy.ts'
 import { pageResponseHead } from '../src/http/page-response.ts'
+import { takeFastPathLookup } from '../plugins/hit-fast-path.ts'
 import { normalizeRequestUrl } from '../src/http/url-normalize.ts'
 import { resolveSegment, SEGMENT_COOKIE } from '../src/segments/segment-resolution.ts'
 
@@ -43,7 +44,10 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
       return reply.send(`Moved to ${normalized.location}\n`)
     }
 
-    const { response, cacheResult } = normalized.kind === 'canonical' ? await app.pages.serve(normalized.path, segment, directory.defaultSlug) : await app.pages.serveInvalidPath(segment)
+    const { response, cacheResult } =
+      normalized.kind === 'canonical'
+        ? await app.pages.serve(normalized.path, segment, directory.defaultSlug, takeFastPathLookup(request.raw, normalized.path, segment))
+        : await app.pages.serveInvalidPath(segment)
     const head = pageResponseHead(response, {
       cacheResult,
       conditional: { ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] },

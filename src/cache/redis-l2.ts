@@ -26,7 +26,8 @@ export function decodeEntry(raw: Buffer): CachedResponse | undefined {
   if (raw.length < 4 + metaLength) return undefined
   try {
     const meta = JSON.parse(raw.subarray(4, 4 + metaLength).toString('utf8')) as Meta
-    return { ...meta, lastModified: new Date(meta.lastModified), body: Buffer.from(raw.subarray(4 + metaLength)) }
+    // A view, not a copy: ioredis hands each reply its own buffer.
+    return { ...meta, lastModified: new Date(meta.lastModified), body: raw.subarray(4 + metaLength) }
   } catch {
     return undefined
   }

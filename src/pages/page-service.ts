@@ -45,6 +45,13 @@ export interface PageMetrics {
 
 const NO_METRICS: PageMetrics = { lookup() {}, rendered() {}, staleServed() {}, vectorSearch() {} }
 
+/** What the cache tiers held for one key; `hit` is set when one of them answers. */
+export interface CacheLookup {
+  hit: ServedPage | undefined
+  local: L1Entry | undefined
+  shared: CachedResponse | undefined
+}
+
 export interface ServedPage {
   response: CachedResponse
   cacheResult: CacheResult
@@ -157,20 +164,12 @@ export class PageService {
    * instances). A render over the time budget is answered, when at hand, by the default segment's
    * rendering; a failing database is answered by any entry still inside its stale-if-error window.
    */
-  async serve(path: string, segment: string, defaultSegment: string): Promise<ServedPage> {
+  async serve(path: string, segment: string, defaultSegment: string, lookedUp?: CacheLookup): Promise<ServedPage> {
     const key = pageCacheKey(path, segment)
+    const lookup = lookedUp ?? (await this.lookup(path, segment))
+    if (lookup.hit !== undefined) return lookup.hit
+    const { local, shared } = lookup
     const now = Date.now()
-    const local = this.cache.get(key)
-    const fresh = this.freshInL1(local, key, path, segment, now)
-    if (fresh !== undefined) return { response: fresh, cacheResult: 'HIT-L1' }
-
-    const shared = this.l2 === null ? undefined : await this.l2.get(key)
-    if (shared !== undefined && now < shared.freshUntil) {
-      this.metrics.lookup('l2', 'hit')
-      this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
-      return { response: shared, cacheResult: 'HIT-L2' }
-    }
-    if (this.l2 !== null) this.metrics.lookup('l2', shared === undefined ? 'miss' : 'stale')
     const known = newest(local?.response, shared)
     if (known !== undefined && now < known.swrUntil) {
       this.staleServed++
@@ -198,6 +197,32 @@ export class PageService {
       }
       throw err
     }
+  }
+
+  /**
+   * The cache tiers alone, counted: a fresh L1 entry, else a fresh L2 entry (copied into L1), else what
+   * each tier holds for serve() to go on with. The fast path in front of Fastify answers the hits and
+   * hands the rest to serve() through `lookedUp`, so no tier is asked twice.
+   */
+  async lookup(path: string, segment: string): Promise<CacheLookup> {
+    const key = pageCacheKey(path, segment)
+    const now = Date.now()
+    const local = this.cache.get(key)
+    const fresh = this.freshInL1(local, key, path, segment, now)
+    if (fresh !== undefined) return { hit: { response: fresh, cacheResult: 'HIT-L1' }, local, shared: undefined }
+    const shared = this.l2 === null ? undefined : await this.l2.get(key)
+    if (shared !== undefined && now < shared.freshUntil) {
+      this.metrics.lookup('l2', 'hit')
+      this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
+      return { hit: { response: shared, cacheResult: 'HIT-L2' }, local, shared }
+    }
+    if (this.l2 !== null) this.metrics.lookup('l2', shared === undefined ? 'miss' : 'stale')
+    return { hit: undefined, local, shared }
+  }
+
+  /** true when there is a shared tier to ask (REDIS_URL is not off). */
+  get hasSharedTier(): boolean {
+    return this.l2 !== null
   }
 
   /**

@@ -82,3 +82,31 @@ t.test('while the app closes, Fastify answers (and says it is closing)', async (
   await app.close()
   t.equal(app.hitFastPath.served, 1)
 })
+
+t.test('L2 hits are answered in front of Fastify too; a miss reaches the route with the lookup already made', async (t) => {
+  const { buildTestApp } = await import('../helper.ts')
+  const shared = { REDIS_KEY_PREFIX: `vo-fastpath-${process.pid}:` }
+  const a = await buildTestApp(t, shared)
+  const b = await buildTestApp(t, { ...shared, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const base = await b.listen({ port: 0, host: '127.0.0.1' })
+
+  t.equal((await a.inject({ url: PAGE })).headers['x-cache'], 'MISS', 'instance A renders into L2')
+  const fromL2 = await fetch(`${base}${PAGE}`)
+  const body = Buffer.from(await fromL2.arrayBuffer())
+  t.equal(fromL2.headers.get('x-cache'), 'HIT-L2')
+  t.equal(b.hitFastPath.served, 1, 'answered before Fastify')
+  const viaFastify = await a.inject({ url: PAGE })
+  t.same(body, viaFastify.rawPayload)
+  const { 'x-cache': _l2, ...l2Headers } = responseHeaders(fromL2.headers)
+  const { 'x-cache': _l1, ...l1Headers } = responseHeaders(viaFastify.headers)
+  t.same(l2Headers, l1Headers, 'the same headers but X-Cache')
+  t.equal((await fetch(`${base}${PAGE}`).then(async (r) => (await r.arrayBuffer(), r.headers.get('x-cache')))), 'HIT-L1', 'and now in L1')
+
+  const cold = await fetch(`${base}/payroll/gyms/denver`)
+  await cold.arrayBuffer()
+  t.equal(cold.headers.get('x-cache'), 'MISS', 'a miss is rendered by the Fastify route')
+  const scrape = (await b.inject({ url: '/metrics' })).body
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l2",result="miss"\} 1\n/, 'the miss asked L2 once, not again in the route')
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l2",result="hit"\} 1\n/)
+  t.equal(b.hitFastPath.served, 2)
+})
