@@ -145,7 +145,8 @@ async function runVarnishTests(varnishd: string): Promise<void> {
       t.equal(again.body, bodies.get(slug), `no leak into ${slug}`)
     }
     const defaultSlug = DEMO_SEGMENTS.find((s) => s.is_default)!.slug
-    for (const headers of [{ cookie: 'user_segment=root' }, { 'x-segment': 'admin' }, { cookie: 'user_segment=' + 'x'.repeat(100) }, {}]) {
+    const unknowns: Array<Record<string, string>> = [{ cookie: 'user_segment=root' }, { 'x-segment': 'admin' }, { cookie: 'user_segment=' + 'x'.repeat(100) }, {}]
+    for (const headers of unknowns) {
       const unknown = await get('/payroll', headers)
       t.equal(unknown.headers['x-segment'], defaultSlug, `${JSON.stringify(headers)} is the default segment`)
       t.equal(unknown.headers['x-edge-cache'], 'HIT', 'and never a new cache entry')
