@@ -17,7 +17,7 @@ import { outboxDepth } from '../../src/purge/purge-outbox.ts'
 
 const TOKEN = 'varnish-test-admin-token-0123456789'
 /** Short, so the test can step past stale-while-revalidate into the stale-if-error window. */
-const SWR_SECONDS = 2
+const SWR_SECONDS = 3
 
 interface Reply {
   status: number
@@ -265,7 +265,18 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     await purge({ tags: ['v-helpdesk'], soft: true })
     // Past stale-while-revalidate: with a healthy origin this would be fetched anew.
     await new Promise((resolve) => setTimeout(resolve, (SWR_SECONDS + 0.5) * 1000))
-    await app.close()
+    const closing = app.close()
+    await until('the origin to refuse connections', async () => {
+      try {
+        await request(`http://127.0.0.1:${originPort}`, '/health/live')
+        return false
+      } catch {
+        return true
+      }
+    })
+    // The probe needs two failures 2 s apart to call the origin sick: Varnish still thinks it healthy,
+    // so this request tries a refresh, which fails, and falls back to the stale copy.
+    t.notMatch(varnish.adm('backend.list'), /\bsick\b/, 'the probe has not noticed yet')
     const beforeProbe = await get('/helpdesk', { 'x-segment': 'smb' })
     t.equal(beforeProbe.status, 200, 'the refresh failed: the stale copy, not an error')
     t.equal(beforeProbe.headers['x-edge-cache'], 'STALE')
@@ -278,5 +289,6 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     t.ok(Number(sick.headers.age) >= SWR_SECONDS, `Age ${sick.headers.age} counts from the render`)
     const never = await get('/no-such-page-was-ever-cached')
     t.equal(never.status, 503, 'nothing cached: the error')
+    await closing
   })
 }
