@@ -26,7 +26,7 @@ interface Reply {
 }
 
 /** Plain node:http, so the test controls every header (cookies included) and the source address. */
-function request(baseUrl: string, path: string, options: { method?: string; headers?: Record<string, string>; localAddress?: string } = {}): Promise<Reply> {
+function request(baseUrl: string, path: string, options: { method?: string; headers?: Record<string, string>; localAddress?: string; body?: string } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = http.request(`${baseUrl}${path}`, { method: options.method ?? 'GET', headers: options.headers, localAddress: options.localAddress, agent: false, timeout: 10_000 }, (res) => {
       let body = ''
@@ -36,7 +36,7 @@ function request(baseUrl: string, path: string, options: { method?: string; head
     })
     req.on('timeout', () => req.destroy(new Error(`${path}: no answer within 10 s`)))
     req.on('error', reject)
-    req.end()
+    req.end(options.body)
   })
 }
 
@@ -202,6 +202,16 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     t.equal((await get('/crm')).headers['x-edge-cache'], 'HIT', 'and purged nothing')
     const odd = await request(varnish.url, '/crm', { method: 'BREW' })
     t.equal(odd.status, 405)
+    t.equal((await request(varnish.url, '/metrics', { localAddress: '127.0.0.2' })).status, 403, '/metrics is for the origin network only')
+    t.not((await get('/metrics')).status, 403, 'and passes from it')
+    const viaEdge = await request(varnish.url, '/admin/purge', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', cookie: 'session=1' },
+      body: JSON.stringify({ tags: ['no-such-tag'] }),
+    })
+    t.equal(viaEdge.status, 202, 'POST passes through Varnish with its body and headers')
+    t.equal(viaEdge.headers['x-edge-cache'], 'PASS')
+    await until('that purge to be delivered', async () => (await outboxDepth(app.database.db)) === 0)
 
     for (const { slug } of DEMO_SEGMENTS) await get('/crm', { 'x-segment': slug })
     await get('/helpdesk')
