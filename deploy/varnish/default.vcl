@@ -22,14 +22,15 @@ backend origin {
     .connect_timeout = 2s;
     .first_byte_timeout = 30s;
     .between_bytes_timeout = 10s;
-    # A sick origin lets every cached page be served stale for its whole stale-if-error window.
+    # A sick origin lets every cached page be served stale for its whole stale-if-error window. Sick
+    # means 3 of the last 5 probes failed (about 6 s): one slow answer from a busy origin is not it.
     .probe = {
         .url = "/health/live";
         .interval = 2s;
-        .timeout = 1s;
-        .window = 3;
-        .threshold = 2;
-        .initial = 2;
+        .timeout = 2s;
+        .window = 5;
+        .threshold = 3;
+        .initial = 3;
     }
 }
 

@@ -107,6 +107,8 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     const compiled = spawnSync(varnishd, ['-C', '-f', varnish.vclFile, '-n', `${varnish.workdir}/compile`], { encoding: 'utf8', timeout: 60_000 })
     t.equal(compiled.status, 0, compiled.stderr.slice(0, 2000))
     t.throws(() => vclFor('vcl 4.1;\nbackend b { .host = "elsewhere"; }', 'x', 1), /must keep the lines/, 'a VCL without the marked lines fails loudly')
+    // Every later request needs the probe's verdict "healthy": say so here rather than as a 503 later.
+    t.match(varnish.adm('backend.list'), /\bhealthy\b/, 'the health probe reaches the origin')
   })
 
   await t.test('the second request for a page is a Varnish hit', async (t) => {
@@ -284,7 +286,7 @@ async function runVarnishTests(varnishd: string): Promise<void> {
         return true
       }
     })
-    // The probe needs two failures 2 s apart to call the origin sick: Varnish still thinks it healthy,
+    // The probe needs three failures 2 s apart to call the origin sick: Varnish still thinks it healthy,
     // so this request tries a refresh, which fails, and falls back to the stale copy.
     t.notMatch(varnish.adm('backend.list'), /\bsick\b/, 'the probe has not noticed yet')
     const beforeProbe = await get('/helpdesk', { 'x-segment': 'smb' })
