@@ -43,7 +43,8 @@ function request(baseUrl: string, path: string, options: { method?: string; head
 /** X-Varnish holds the request's id, plus the id of the request that stored the object on a hit. */
 const varnishIds = (reply: Reply): number => String(reply.headers['x-varnish'] ?? '').split(' ').filter((id) => id !== '').length
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+/** Generous bounds: they only matter on a machine too busy to answer quickly, never on a pass. */
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
@@ -267,7 +268,7 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     const stale = await get('/crm', { 'x-segment': 'developer' })
     t.equal(stale.headers['x-edge-cache'], 'STALE', 'inside stale-while-revalidate')
     t.equal(stale.body, before.body)
-    await until('the background refresh', async () => (await get('/crm', { 'x-segment': 'developer' })).headers['x-edge-cache'] === 'HIT', 5_000)
+    await until('the background refresh', async () => (await get('/crm', { 'x-segment': 'developer' })).headers['x-edge-cache'] === 'HIT')
     t.pass('a fresh copy replaced it')
   })
 
@@ -293,7 +294,7 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     t.equal(beforeProbe.status, 200, 'the refresh failed: the stale copy, not an error')
     t.equal(beforeProbe.headers['x-edge-cache'], 'STALE')
     t.equal(beforeProbe.body, before.body)
-    await until('the health probe to mark the origin sick', async () => /\bsick\b/.test(varnish.adm('backend.list')), 15_000)
+    await until('the health probe to mark the origin sick', async () => /\bsick\b/.test(varnish.adm('backend.list')))
     const sick = await get('/helpdesk', { 'x-segment': 'smb' })
     t.equal(sick.status, 200)
     t.equal(sick.headers['x-edge-cache'], 'STALE', 'a sick origin: the stale copy straight away')
