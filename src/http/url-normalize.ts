@@ -2,7 +2,7 @@
 // hold one entry per page, and a redirect can only ever point at a path on this same origin.
 
 /** Query parameters that identify a click, not content: dropped from every page URL. */
-const TRACKING_PARAMS = new Set([
+export const TRACKING_PARAMS: ReadonlySet<string> = new Set([
   'gclid', 'gclsrc', 'dclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'yclid', 'twclid', 'ttclid',
   'li_fat_id', 'igshid', 'mc_cid', 'mc_eid', '_ga', '_gl', '_hsenc', '_hsmi', 'ref', 'ref_src', 'srsltid',
 ])

@@ -1,0 +1,252 @@
+vcl 4.1;
+
+# variant-origin's local CDN: Varnish 7.1+ with xkey from varnish-modules (the official `varnish`
+# image ships it). It mirrors the origin's request rules so that the edge and the origin agree on
+# one cache key per page and segment:
+#   - the segment: X-Segment header, else the user_segment cookie, else the utm_source rules, else
+#     the default, always from the ALLOWLIST below (src/segments/segment-resolution.ts);
+#   - tracking parameters are dropped and the rest sorted (src/http/url-normalize.ts);
+#   - lifetimes come from the origin: Surrogate-Control / s-maxage (the crawl-weighted TTL),
+#     stale-while-revalidate and stale-if-error (src/http/cache-policy.ts);
+#   - purges: `PURGE /` with `xkey-purge: <tags>` or `xkey-softpurge: <tags>`, and `PURGE <path>`,
+#     exactly what the origin's VarnishAdapter sends (src/purge/cdn-adapters.ts).
+# test/deploy/varnish.test.ts runs this file in a real varnishd and checks each of these.
+
+import std;
+import xkey;
+
+backend origin {
+    # The compose service. The test rewrites exactly these two lines to point at its own origin.
+    .host = "origin";
+    .port = "3000";
+    .connect_timeout = 2s;
+    .first_byte_timeout = 30s;
+    .between_bytes_timeout = 10s;
+    # A sick origin lets every cached page be served stale for its whole stale-if-error window. Sick
+    # means 3 of the last 5 probes failed (about 6 s): one slow answer from a busy origin is not it.
+    .probe = {
+        .url = "/health/live";
+        .interval = 2s;
+        .timeout = 2s;
+        .window = 5;
+        .threshold = 3;
+        .initial = 3;
+    }
+}
+
+# Who may purge (and read the debug headers): the origin's network. docker-compose.yml pins its
+# network to 172.28.0.0/24; clients reaching the published port appear from the gateway, which is
+# excluded (the most specific entry wins).
+acl purgers {
+    "127.0.0.1";
+    "::1";
+    "172.28.0.0"/24;
+    ! "172.28.0.1";
+}
+
+sub vcl_recv {
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) {
+            return (synth(403, "Purging is allowed from the origin's network only"));
+        }
+        if (req.http.xkey-purge) {
+            set req.http.x-vo-purged = xkey.purge(req.http.xkey-purge);
+            return (synth(200, "Purged " + req.http.x-vo-purged + " objects"));
+        }
+        if (req.http.xkey-softpurge) {
+            set req.http.x-vo-purged = xkey.softpurge(req.http.xkey-softpurge);
+            return (synth(200, "Soft-purged " + req.http.x-vo-purged + " objects"));
+        }
+        # One path: every segment's variant of it (they share the hash, Vary tells them apart).
+        return (purge);
+    }
+    if (req.method !~ "^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$") {
+        return (synth(405, "Method not allowed"));
+    }
+    if (req.url ~ "^/metrics(\?|$)" && client.ip !~ purgers) {
+        return (synth(403, "Metrics are for the origin's network"));
+    }
+
+    # A restart (vcl_hit / vcl_synth below) keeps the segment resolved the first time.
+    if (req.restarts == 0) {
+        call vo_resolve_segment;
+    } elsif (req.http.x-vo-stale-ok) {
+        # The refresh failed: any grace the object has again (a restart keeps req.grace).
+        set req.grace = 365d;
+    } elsif (req.http.x-vo-refresh) {
+        # Past stale-while-revalidate with a healthy origin: no grace, so the lookup fetches now.
+        set req.grace = 0s;
+    }
+
+    if (req.method != "GET" && req.method != "HEAD") {
+        # Engagement events and the admin API: never cached, cookies and body passed through.
+        return (pass);
+    }
+    if (req.http.Authorization) {
+        return (pass);
+    }
+    call vo_normalize_url;
+    # The segment is in X-Segment now; every other cookie would only make pages uncacheable.
+    unset req.http.Cookie;
+    return (hash);
+}
+
+# The ALLOWLIST of segments (the demo site's: src/demo/demo-site.ts DEMO_SEGMENTS). Anything else is
+# the default segment, `general`, so a made-up value can never create a cache entry. Keep this list
+# and the segments table in step (test/deploy/varnish.test.ts compares it with DEMO_SEGMENTS).
+sub vo_resolve_segment {
+    set req.http.x-vo-segment-source = "default";
+    if (req.http.X-Segment ~ "(?i)^\s*(general|enterprise|smb|developer)\s*$") {
+        set req.http.x-vo-segment-source = "header";
+        set req.http.X-Segment = std.tolower(regsub(req.http.X-Segment, "^\s*(\S+)\s*$", "\1"));
+        return;
+    }
+    if (req.http.Cookie ~ "(^|;)\s*user_segment\s*=") {
+        # The first user_segment cookie counts, as at the origin; quotes around the value are dropped.
+        set req.http.x-vo-cookie-segment = regsub(req.http.Cookie, {"^(?:[^;]*;)*?\s*user_segment\s*=\s*"?([^;"]*)"?\s*(?:;.*)?$"}, "\1");
+        if (req.http.x-vo-cookie-segment ~ "(?i)^\s*(general|enterprise|smb|developer)\s*$") {
+            set req.http.x-vo-segment-source = "cookie";
+            set req.http.X-Segment = std.tolower(regsub(req.http.x-vo-cookie-segment, "^\s*(\S+)\s*$", "\1"));
+            unset req.http.x-vo-cookie-segment;
+            return;
+        }
+        unset req.http.x-vo-cookie-segment;
+    }
+    if (req.url ~ "[?&]utm_source=") {
+        # The first utm_source counts. The rules: DEMO_SEGMENTS utm_sources.
+        set req.http.x-vo-utm = std.tolower(regsub(req.url, "^[^?]*\?(?:[^&]*&)*?utm_source=([^&#]*).*$", "\1"));
+        if (req.http.x-vo-utm ~ "^\s*linkedin\s*$") {
+            set req.http.X-Segment = "enterprise";
+            set req.http.x-vo-segment-source = "utm";
+        } elsif (req.http.x-vo-utm ~ "^\s*(google|bing)\s*$") {
+            set req.http.X-Segment = "smb";
+            set req.http.x-vo-segment-source = "utm";
+        } elsif (req.http.x-vo-utm ~ "^\s*(github|hackernews)\s*$") {
+            set req.http.X-Segment = "developer";
+            set req.http.x-vo-segment-source = "utm";
+        }
+        unset req.http.x-vo-utm;
+        if (req.http.x-vo-segment-source == "utm") {
+            return;
+        }
+    }
+    set req.http.X-Segment = "general";
+}
+
+# Tracking parameters identify a click, not content (url-normalize.ts TRACKING_PARAMS and utm_*):
+# dropped from the URL the cache is keyed on and the origin sees; the rest sorted. The origin still
+# redirects whatever else is not canonical (case, slashes), and that 301 is cached too.
+sub vo_normalize_url {
+    if (req.url ~ "\?") {
+        set req.url = regsuball(req.url, "(?i)(?<=[?&])(?:utm_[^=&]*|gclid|gclsrc|dclid|gbraid|wbraid|fbclid|msclkid|yclid|twclid|ttclid|li_fat_id|igshid|mc_cid|mc_eid|_ga|_gl|_hsenc|_hsmi|ref|ref_src|srsltid)(?:=[^&]*)?(?:&|$)", "");
+        set req.url = std.querysort(req.url);
+        set req.url = regsub(req.url, "[?&]+$", "");
+    }
+}
+
+# One site: the key is the path and query (Vary adds the segment). Not the Host, so that a purge the
+# origin sends to varnish:80 reaches the pages browsers fetched as localhost:8080.
+sub vcl_hash {
+    hash_data(req.url);
+    return (lookup);
+}
+
+sub vcl_hit {
+    if (obj.ttl > 0s) {
+        set req.http.x-vo-edge = "HIT";
+        return (deliver);
+    }
+    # Expired but in grace. Serve it (Varnish refreshes it in the background) while inside the page's
+    # stale-while-revalidate, when the origin is sick, or when a refresh just failed (stale-if-error).
+    if (req.http.x-vo-stale-ok || !std.healthy(req.backend_hint) || obj.ttl + std.duration(obj.http.x-vo-swr, 0s) > 0s) {
+        set req.http.x-vo-edge = "STALE";
+        return (deliver);
+    }
+    # Past stale-while-revalidate and the origin looks healthy: fetch now; vcl_synth falls back to
+    # this copy if that fetch fails.
+    set req.http.x-vo-refresh = "1";
+    return (restart);
+}
+
+sub vcl_miss {
+    set req.http.x-vo-edge = "MISS";
+}
+
+sub vcl_pass {
+    set req.http.x-vo-edge = "PASS";
+}
+
+sub vcl_backend_fetch {
+    unset bereq.http.x-vo-segment-source;
+    unset bereq.http.x-vo-edge;
+    unset bereq.http.x-vo-stale-ok;
+}
+
+sub vcl_backend_response {
+    if (beresp.status >= 500) {
+        if (bereq.is_bgfetch || bereq.http.x-vo-refresh) {
+            # Keep the stale copy in cache; the client gets it through vcl_synth's fallback.
+            return (abandon);
+        }
+        # A short hit-for-miss: requests do not queue behind a failing origin, nothing is stored.
+        set beresp.ttl = 1s;
+        set beresp.uncacheable = true;
+        return (deliver);
+    }
+    # Lifetimes: the CDN-targeted Surrogate-Control (CDN_FLAVOUR=varnish) wins over Cache-Control,
+    # whose s-maxage Varnish already parsed into beresp.ttl.
+    set beresp.http.x-vo-cc = beresp.http.Surrogate-Control + ", " + beresp.http.Cache-Control;
+    if (beresp.http.Surrogate-Control ~ "(^|[,\s])max-age=[0-9]+") {
+        set beresp.ttl = std.duration(regsub(beresp.http.Surrogate-Control, "^(?:.*[,\s])?max-age=([0-9]+).*$", "\1s"), beresp.ttl);
+    }
+    # vcl_hit serves a stale copy without a sick or failing origin only this long (x-vo-swr).
+    set beresp.http.x-vo-swr = "0s";
+    if (beresp.http.x-vo-cc ~ "stale-while-revalidate=[0-9]+") {
+        set beresp.http.x-vo-swr = regsub(beresp.http.x-vo-cc, "^.*?stale-while-revalidate=([0-9]+).*$", "\1s");
+        set beresp.grace = std.duration(beresp.http.x-vo-swr, beresp.grace);
+    }
+    if (beresp.http.x-vo-cc ~ "stale-if-error=[0-9]+") {
+        # Grace covers stale-if-error: past stale-while-revalidate a stale copy is kept only for an
+        # origin that is sick or failing (vcl_hit, vcl_synth).
+        set beresp.http.x-vo-sie = regsub(beresp.http.x-vo-cc, "^.*?stale-if-error=([0-9]+).*$", "\1s");
+        if (std.duration(beresp.http.x-vo-sie, 0s) > beresp.grace) {
+            set beresp.grace = std.duration(beresp.http.x-vo-sie, 0s);
+        }
+        unset beresp.http.x-vo-sie;
+    }
+    unset beresp.http.x-vo-cc;
+    # No return: the builtin rules follow (Set-Cookie, private or no-store, ttl <= 0: not stored).
+}
+
+sub vcl_backend_error {
+    if (bereq.is_bgfetch || bereq.http.x-vo-refresh) {
+        return (abandon);
+    }
+}
+
+sub vcl_synth {
+    # A refresh past stale-while-revalidate failed: look again, this time accepting the stale copy.
+    if (resp.status == 503 && req.http.x-vo-refresh && !req.http.x-vo-stale-ok) {
+        set req.http.x-vo-stale-ok = "1";
+        return (restart);
+    }
+}
+
+sub vcl_deliver {
+    set resp.http.X-Edge-Cache = req.http.x-vo-edge;
+    if (client.ip ~ purgers) {
+        # Debug view for the origin's network: what Varnish holds, in seconds left.
+        set resp.http.X-Edge-Ttl = obj.ttl;
+        set resp.http.X-Edge-Grace = obj.grace;
+    } else {
+        unset resp.http.xkey;
+    }
+    unset resp.http.x-vo-swr;
+    unset resp.http.Surrogate-Control;
+    if (req.http.x-vo-segment-source == "utm") {
+        # As the origin does: the utm rule's segment follows the browser to its next page, and a
+        # response that sets a cookie is not for shared caches.
+        set resp.http.Set-Cookie = "user_segment=" + req.http.X-Segment + "; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly";
+        set resp.http.Cache-Control = regsub(regsub(resp.http.Cache-Control, "public", "private"), ",\s*s-maxage=[0-9]+", "");
+    }
+}
