@@ -14,6 +14,8 @@ import redisPlugin from './plugins/redis.ts'
 import adminRoutes from './routes/admin.ts'
 import healthRoutes from './routes/health.ts'
 import pageRoutes from './routes/pages.ts'
+import searchConsoleRoutes from './routes/search-console.ts'
+import sitemapRoutes from './routes/sitemaps.ts'
 
 export interface BuildAppOptions {
   /** Overrides the pino logger options (tests pass `false` or a level). */
@@ -52,6 +54,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(purgePlugin)
   await app.register(healthRoutes)
   await app.register(adminRoutes)
+  await app.register(searchConsoleRoutes)
+  await app.register(sitemapRoutes)
   await app.register(pageRoutes)
   return app
 }
