@@ -134,7 +134,7 @@ const COLUMNS = {
 function exportNumber(value: string, percent: boolean): number {
   const trimmed = value.trim().replace(/,/g, '')
   const match = percent ? /^(\d+(?:\.\d+)?)\s*%$/.exec(trimmed) : /^(\d+(?:\.\d+)?)$/.exec(trimmed)
-  return match === null ? Number.NaN : percent ? Number(match[1]) / 100 : Number(match[1])
+  return match === null ? Number.NaN : percent ? Number(`${match[1]}e-2`) : Number(match[1])
 }
 
 /**
