@@ -8,7 +8,7 @@
 // version is bumped by a statement trigger on pages (migration 0004), in the writer's transaction, so
 // boundaries are recomputed only after a write; between writes a shard is one index range scan.
 
-import { Readable } from 'node:stream'
+import { PassThrough, Readable } from 'node:stream'
 import { type Kysely, sql } from 'kysely'
 import { SitemapIndexStream, SitemapStream } from 'sitemap'
 import type { Database } from '../db/schema.ts'
@@ -48,6 +48,31 @@ export interface SitemapState {
 }
 
 const NO_NAMESPACES = { news: false, xhtml: false, image: false, video: false }
+/** A site without published pages: well-formed, though the XSD wants at least one <url>. */
+export const EMPTY_URLSET = '<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"></urlset>'
+
+type Entry = { url: string; lastmod: string }
+
+/** SitemapStream refuses to end empty; a shard whose rows vanished since the boundaries were read is an empty urlset. */
+function sitemapOrEmpty(entries: AsyncGenerator<Entry>): Readable {
+  const out = new PassThrough()
+  async function* from(first: Entry): AsyncGenerator<Entry> {
+    yield first
+    yield* entries
+  }
+  entries.next().then(
+    (first) => {
+      if (first.done === true) return void out.end(EMPTY_URLSET)
+      const source = Readable.from(from(first.value))
+      const sitemap = new SitemapStream({ xmlns: NO_NAMESPACES })
+      source.on('error', (err) => out.destroy(err))
+      sitemap.on('error', (err) => out.destroy(err))
+      source.pipe(sitemap).pipe(out)
+    },
+    (err: unknown) => out.destroy(err as Error),
+  )
+  return out
+}
 
 function escapedLength(url: string): number {
   let extra = 0
@@ -120,14 +145,11 @@ export class SitemapService {
   shardStream(state: SitemapState, shard: number): Readable {
     const from = state.boundaries[shard]
     const to = state.boundaries[shard + 1]
-    const stream = new SitemapStream({ xmlns: NO_NAMESPACES })
-    const rows = Readable.from(from === undefined ? [] : this.shardEntries(from, to, shard))
-    rows.on('error', (err) => stream.destroy(err))
-    return rows.pipe(stream)
+    return from === undefined ? Readable.from([EMPTY_URLSET]) : sitemapOrEmpty(this.shardEntries(from, to, shard))
   }
 
   /** Keyset pagination from the shard's first key up to the next shard's, in batches. */
-  private async *shardEntries(from: SortKey, to: SortKey | undefined, shard: number): AsyncGenerator<{ url: string; lastmod: string }> {
+  private async *shardEntries(from: SortKey, to: SortKey | undefined, shard: number): AsyncGenerator<Entry> {
     const limit = Math.min(this.settings.sitemapShardSize, MAX_URLS_PER_SITEMAP)
     let after: SortKey | undefined
     let emitted = 0
