@@ -126,9 +126,9 @@ t.test('sitemaps and robots.txt', async (t) => {
     for (let i = 0; i < state.shardCount; i++) urls.push(...locs(await collect(service.shardStream(state, i))))
     t.same(urls, expectedOrder.slice(0, 5), 'pages under SITEMAP_MIN_WEIGHT are left out')
 
-    // Over 2,000 rows in one shard: several keyset batches, still in order, nothing twice.
+    // 4,507 rows in one shard read 1,000 at a time: several keyset batches, still in order, nothing twice.
     await sql`INSERT INTO pages (path, kind, title, canonical_url, crawl_weight) SELECT '/bulk/p-' || i, 'seo', 'P', ${BASE} || '/bulk/p-' || i, (i % 7) / 10.0 FROM generate_series(1, 4500) i`.execute(db)
-    const big = new SitemapService(db, { publicBaseUrl: BASE, sitemapShardSize: 5000, sitemapMinWeight: 0 }, app.log)
+    const big = new SitemapService(db, { publicBaseUrl: BASE, sitemapShardSize: 5000, sitemapMinWeight: 0 }, app.log, { batchRows: 1000 })
     const bigState = await big.state()
     t.equal(bigState.shardCount, 1)
     const xml = await collect(big.shardStream(bigState, 0))
