@@ -89,6 +89,7 @@ interface Row {
   cachedIndexMs: number
   idleRss: number
   peakRss: number
+  peakHeap: number
   pgliteHwm: number | undefined
 }
 
@@ -112,12 +113,12 @@ async function measure(pages: number): Promise<Row> {
     started = performance.now()
     await countEntries(`${base}/sitemap.xml`, '</sitemap>')
     const cachedIndexMs = performance.now() - started
-    const rss = await new Promise<{ peakRss: number }>((resolve) => {
-      origin.child.once('message', (m) => resolve(m as { peakRss: number }))
+    const rss = await new Promise<{ peakRss: number; peakHeap: number }>((resolve) => {
+      origin.child.once('message', (m) => resolve(m as { peakRss: number; peakHeap: number }))
       origin.child.send('rss')
     })
     if (urls !== pages) throw new Error(`expected ${pages} URLs in the sitemaps, got ${urls}`)
-    return { pages, shards: index.entries, urls, bytes, indexMs, shardsMs, urlsPerSecond: urls / ((indexMs + shardsMs) / 1000), cachedIndexMs, idleRss: origin.idleRss, peakRss: rss.peakRss, pgliteHwm: pgliteHighWaterMark() }
+    return { pages, shards: index.entries, urls, bytes, indexMs, shardsMs, urlsPerSecond: urls / ((indexMs + shardsMs) / 1000), cachedIndexMs, idleRss: origin.idleRss, peakRss: rss.peakRss, peakHeap: rss.peakHeap, pgliteHwm: pgliteHighWaterMark() }
   } finally {
     const exited = new Promise((resolve) => origin.child.once('exit', resolve))
     origin.child.disconnect()
@@ -136,7 +137,7 @@ for (const size of SIZES) {
   const started = performance.now()
   // One INSERT ... SELECT generate_series: no embeddings, weights spread with ties (3 decimals).
   await sql`INSERT INTO pages (path, kind, title, canonical_url, crawl_weight, vertical)
-    SELECT '/bench/p-' || i, 'seo', 'Page ' || i, 'https://www.example.com/bench/p-' || i, ((i * 7919) % 1000) / 1000.0, 'bench'
+    SELECT '/bench/p-' || i, 'seo', 'Page ' || i, 'https://www.example.com/bench/p-' || i, ((i::bigint * 7919) % 1000) / 1000.0, 'bench'
     FROM generate_series(${inserted + 1}::int, ${size}::int) AS i`.execute(db)
   await sql`ANALYZE pages`.execute(db)
   console.log(`inserted ${size - inserted} pages in ${Math.round(performance.now() - started)} ms`)

@@ -1,6 +1,6 @@
 // Sitemaps for millions of pages, streamed: shards in crawl-weight order (highest first, ties by id),
-// read with keyset pagination on the pages_sitemap_order index, written by the `sitemap` package's
-// streams. Memory stays flat: one batch of rows at a time, never the whole result.
+// read with keyset pagination on the pages_sitemap_order index, written one batch at a time with
+// backpressure. Memory stays flat: one batch of rows at a time, never the whole result.
 //
 // How shard N finds its first key without walking shards 0..N-1: the first key of every shard (its
 // boundary) is computed in ONE pass over the index (row_number() over the sitemap order, keeping every
@@ -8,9 +8,8 @@
 // version is bumped by a statement trigger on pages (migration 0004), in the writer's transaction, so
 // boundaries are recomputed only after a write; between writes a shard is one index range scan.
 
-import { PassThrough, Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { type Kysely, sql } from 'kysely'
-import { SitemapIndexStream, SitemapStream } from 'sitemap'
 import type { Database } from '../db/schema.ts'
 import { fnv1a32 } from '../http/cache-policy.ts'
 
@@ -23,8 +22,6 @@ export const MAX_SITEMAP_BYTES = 50 * 1024 * 1024
  * the per-query round trip far less often.
  */
 export const BATCH_ROWS = 10_000
-/** Bytes of one <url> entry besides its <loc> text: tags, lastmod (24 characters). */
-const ENTRY_OVERHEAD_BYTES = 64
 const URLSET_OVERHEAD_BYTES = 200
 
 export interface SitemapSettings {
@@ -51,42 +48,16 @@ export interface SitemapState {
   shardCount: number
 }
 
-const NO_NAMESPACES = { news: false, xhtml: false, image: false, video: false }
+const XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+const NAMESPACE = 'http://www.sitemaps.org/schemas/sitemap/0.9'
 /** A site without published pages: well-formed, though the XSD wants at least one <url>. */
-export const EMPTY_URLSET = '<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"></urlset>'
+export const EMPTY_URLSET = `${XML_DECLARATION}<urlset xmlns="${NAMESPACE}">\n</urlset>\n`
 
-type Entry = { url: string; lastmod: string }
+const XML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' }
 
-/** SitemapStream refuses to end empty; a shard whose rows vanished since the boundaries were read is an empty urlset. */
-function sitemapOrEmpty(entries: AsyncGenerator<Entry>): Readable {
-  const out = new PassThrough()
-  async function* from(first: Entry): AsyncGenerator<Entry> {
-    yield first
-    yield* entries
-  }
-  entries.next().then(
-    (first) => {
-      if (first.done === true) return void out.end(EMPTY_URLSET)
-      const source = Readable.from(from(first.value))
-      const sitemap = new SitemapStream({ xmlns: NO_NAMESPACES })
-      source.on('error', (err) => out.destroy(err))
-      sitemap.on('error', (err) => out.destroy(err))
-      source.pipe(sitemap).pipe(out)
-    },
-    (err: unknown) => out.destroy(err as Error),
-  )
-  return out
-}
-
-function escapedLength(url: string): number {
-  let extra = 0
-  for (let i = 0; i < url.length; i++) {
-    const c = url.charCodeAt(i)
-    if (c === 38) extra += 4 // &amp;
-    else if (c === 60 || c === 62) extra += 3 // &lt; &gt;
-    else if (c === 34 || c === 39) extra += 5 // &quot; &apos;
-  }
-  return Buffer.byteLength(url) + extra
+/** <loc> text: non-ASCII percent-encoded (the protocol wants URL-escaped URLs), then entity-escaped. */
+export function xmlLoc(url: string): string {
+  return url.replace(/[^\x00-\x7f]+/g, (run) => encodeURIComponent(run)).replace(/[&<>"']/g, (c) => XML_ESCAPES[c]!)
 }
 
 export class SitemapService {
@@ -98,12 +69,15 @@ export class SitemapService {
   /** Boundary computations so far (tests and the benchmark read it). */
   boundaryComputations = 0
   private readonly batchRows: number
+  private readonly maxBytes: number
 
-  constructor(db: Kysely<Database>, settings: SitemapSettings, log: Logger, options: { batchRows?: number } = {}) {
+  /** `batchRows` and `maxBytes` are for tests: the defaults are the measured batch and the protocol's 50 MB. */
+  constructor(db: Kysely<Database>, settings: SitemapSettings, log: Logger, options: { batchRows?: number; maxBytes?: number } = {}) {
     this.db = db
     this.settings = settings
     this.log = log
     this.batchRows = options.batchRows ?? BATCH_ROWS
+    this.maxBytes = options.maxBytes ?? MAX_SITEMAP_BYTES
   }
 
   /** One small read per request; the boundaries are recomputed only when the version moved. */
@@ -142,20 +116,34 @@ export class SitemapService {
   }
 
   indexStream(state: SitemapState): Readable {
-    const base = this.settings.publicBaseUrl
+    const base = xmlLoc(this.settings.publicBaseUrl)
     const lastmod = state.changedAt.toISOString()
-    const entries = Readable.from(Array.from({ length: state.shardCount }, (_, i) => ({ url: `${base}/sitemaps/${i}.xml`, lastmod })))
-    return entries.pipe(new SitemapIndexStream({ lastmodDateOnly: false }))
+    async function* index(): AsyncGenerator<string> {
+      yield `${XML_DECLARATION}<sitemapindex xmlns="${NAMESPACE}">\n`
+      for (let i = 0; i < state.shardCount; i++) yield `<sitemap><loc>${base}/sitemaps/${i}.xml</loc><lastmod>${lastmod}</lastmod></sitemap>\n`
+      yield '</sitemapindex>\n'
+    }
+    return Readable.from(index(), { objectMode: false })
   }
 
   shardStream(state: SitemapState, shard: number): Readable {
     const from = state.boundaries[shard]
     const to = state.boundaries[shard + 1]
-    return from === undefined ? Readable.from([EMPTY_URLSET]) : sitemapOrEmpty(this.shardEntries(from, to, shard))
+    return Readable.from(from === undefined ? [EMPTY_URLSET] : this.shardXml(from, to, shard), { objectMode: false })
   }
 
-  /** Keyset pagination from the shard's first key up to the next shard's, in batches. */
-  private async *shardEntries(from: SortKey, to: SortKey | undefined, shard: number): AsyncGenerator<Entry> {
+  /**
+   * Keyset pagination from the shard's first key up to the next shard's, one batch of rows at a time,
+   * each batch written as one string. Readable.from pulls the next batch only when the response has
+   * drained the last one, so a slow crawler holds the query loop instead of filling memory.
+   */
+  private async *shardXml(from: SortKey, to: SortKey | undefined, shard: number): AsyncGenerator<string> {
+    yield `${XML_DECLARATION}<urlset xmlns="${NAMESPACE}">\n`
+    for await (const batch of this.shardBatches(from, to, shard)) yield batch
+    yield '</urlset>\n'
+  }
+
+  private async *shardBatches(from: SortKey, to: SortKey | undefined, shard: number): AsyncGenerator<string> {
     const limit = Math.min(this.settings.sitemapShardSize, MAX_URLS_PER_SITEMAP)
     let after: SortKey | undefined
     let emitted = 0
@@ -170,15 +158,19 @@ export class SitemapService {
           ${to === undefined ? sql`` : sql`AND (-crawl_weight, id) < (${to.negWeight}::real, ${to.id}::bigint)`}
         ORDER BY -crawl_weight, id
         LIMIT ${Math.min(this.batchRows, limit - emitted)}`.execute(this.db)
+      const entries: string[] = []
       for (const row of result.rows) {
-        bytes += ENTRY_OVERHEAD_BYTES + escapedLength(row.canonical_url)
-        if (bytes > MAX_SITEMAP_BYTES) {
+        const entry = `<url><loc>${xmlLoc(row.canonical_url)}</loc><lastmod>${row.updated_at.toISOString()}</lastmod></url>\n`
+        bytes += Buffer.byteLength(entry)
+        if (bytes > this.maxBytes) {
           // Only canonical URLs averaging over ~1 KB can get here; a lower SITEMAP_SHARD_SIZE fixes it.
-          this.log.error({ shard, emitted }, 'sitemap shard reached 50 MB before its URL count; the rest of this shard is left out: lower SITEMAP_SHARD_SIZE')
+          this.log.error({ shard, emitted: emitted + entries.length }, 'sitemap shard reached 50 MB before its URL count; the rest of this shard is left out: lower SITEMAP_SHARD_SIZE')
+          if (entries.length > 0) yield entries.join('')
           return
         }
-        yield { url: row.canonical_url, lastmod: row.updated_at.toISOString() }
+        entries.push(entry)
       }
+      if (entries.length > 0) yield entries.join('')
       emitted += result.rows.length
       if (result.rows.length < this.batchRows) return
       const last = result.rows[result.rows.length - 1]!

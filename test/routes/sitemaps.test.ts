@@ -11,7 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sql } from 'kysely'
 import { buildTestApp } from '../helper.ts'
-import { EMPTY_URLSET, SitemapService } from '../../src/sitemaps/sitemap-service.ts'
+import { EMPTY_URLSET, SitemapService, xmlLoc } from '../../src/sitemaps/sitemap-service.ts'
 
 const BASE = 'https://www.example.test'
 const URLSET_XSD = path.join(path.dirname(createRequire(import.meta.url).resolve('sitemap-schema/package.json')), 'schema', 'sitemap.xsd')
@@ -36,6 +36,11 @@ async function collect(stream: NodeJS.ReadableStream): Promise<string> {
   for await (const chunk of stream) out += String(chunk)
   return out
 }
+
+t.test('<loc> text is URL-escaped beyond ASCII and entity-escaped', async (t) => {
+  t.equal(xmlLoc(`https://x.test/b\u00fccher?a=1&b='2'<>"`), 'https://x.test/b%C3%BCcher?a=1&amp;b=&apos;2&apos;&lt;&gt;&quot;')
+  t.equal(xmlLoc('https://x.test/plain'), 'https://x.test/plain')
+})
 
 t.test('sitemaps and robots.txt', async (t) => {
   const app = await buildTestApp(t, { SEED_DEMO: 'false', REDIS_URL: 'off', SITEMAP_SHARD_SIZE: '3', SITEMAP_TTL_SECONDS: '7200', ROBOTS_DISALLOW: '/admin/,/search' })
@@ -67,7 +72,7 @@ t.test('sitemaps and robots.txt', async (t) => {
     t.match(index.headers.etag, /^W\/"sm-\d+-index-[a-z0-9]+"$/)
     t.ok(index.headers['last-modified'])
     t.same(locs(index.body), [`${BASE}/sitemaps/0.xml`, `${BASE}/sitemaps/1.xml`, `${BASE}/sitemaps/2.xml`])
-    t.match(index.body, /^<\?xml version="1.0" encoding="UTF-8"\?><sitemapindex xmlns="http:\/\/www.sitemaps.org\/schemas\/sitemap\/0.9">/)
+    t.match(index.body, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<sitemapindex xmlns="http:\/\/www.sitemaps.org\/schemas\/sitemap\/0.9">/)
     const indexCheck = await xmllint(index.body, SITEINDEX_XSD)
     t.equal(indexCheck.code, 0, indexCheck.stderr)
 
@@ -142,6 +147,14 @@ t.test('sitemaps and robots.txt', async (t) => {
     await service.state()
     t.equal(service.boundaryComputations, 2, 'the insert bumped the version')
     t.same(locs(await collect(service.shardStream(state, 99))), [], 'a shard past the boundaries is empty')
+    // A shard that would pass the byte limit is cut at the last whole entry, still valid, and logged.
+    const errors: object[] = []
+    const small = new SitemapService(db, { publicBaseUrl: BASE, sitemapShardSize: 5000, sitemapMinWeight: 0 }, { error: (o: object) => void errors.push(o) }, { batchRows: 1000, maxBytes: 150_000 })
+    const cut = await collect(small.shardStream(await small.state(), 0))
+    t.ok(Buffer.byteLength(cut) <= 150_000, `${Buffer.byteLength(cut)} bytes`)
+    t.ok(locs(cut).length > 1000, 'cut in a later batch')
+    t.match(errors, [{ shard: 0, emitted: locs(cut).length }])
+    t.equal((await xmllint(cut, URLSET_XSD)).code, 0)
     // Rows gone between reading the boundaries and streaming: an empty urlset, not a failed stream.
     const stale = await big.state()
     await sql`UPDATE pages SET status = 'draft' WHERE path LIKE '/bulk/%'`.execute(db)
