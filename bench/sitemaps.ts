@@ -44,8 +44,12 @@ function pgliteHighWaterMark(): number | undefined {
   return undefined
 }
 
-function startOrigin(): Promise<{ child: ChildProcess; address: string; idleRss: number }> {
+/** V8 flags of the heap-capped run: a small old space and young generation, so the GC keeps RSS near the live set. */
+const CAPPED_HEAP = ['--max-old-space-size=64', '--max-semi-space-size=1']
+
+function startOrigin(v8Flags: string[]): Promise<{ child: ChildProcess; address: string; idleRss: number }> {
   const child = fork(fileURLToPath(new URL('./sitemaps-origin.ts', import.meta.url)), [], {
+    execArgv: [...process.execArgv, ...v8Flags],
     env: { ...process.env, DATABASE_URL: connectionString, DB_POOL_MAX: '1', MIGRATE_ON_START: 'false', SEED_DEMO: 'false', REDIS_URL: 'off', LOG_LEVEL: 'warn', DB_STATEMENT_TIMEOUT_MS: '600000' },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
@@ -79,6 +83,7 @@ async function countEntries(url: string, tag: string): Promise<{ entries: number
 }
 
 interface Row {
+  heap: 'default' | 'capped'
   pages: number
   shards: number
   urls: number
@@ -93,8 +98,8 @@ interface Row {
   pgliteHwm: number | undefined
 }
 
-async function measure(pages: number): Promise<Row> {
-  const origin = await startOrigin()
+async function measure(pages: number, heap: Row['heap']): Promise<Row> {
+  const origin = await startOrigin(heap === 'capped' ? CAPPED_HEAP : [])
   try {
     const base = origin.address
     // First request on a new version: computes the shard boundaries (one pass over the index).
@@ -118,7 +123,7 @@ async function measure(pages: number): Promise<Row> {
       origin.child.send('rss')
     })
     if (urls !== pages) throw new Error(`expected ${pages} URLs in the sitemaps, got ${urls}`)
-    return { pages, shards: index.entries, urls, bytes, indexMs, shardsMs, urlsPerSecond: urls / ((indexMs + shardsMs) / 1000), cachedIndexMs, idleRss: origin.idleRss, peakRss: rss.peakRss, peakHeap: rss.peakHeap, pgliteHwm: pgliteHighWaterMark() }
+    return { heap, pages, shards: index.entries, urls, bytes, indexMs, shardsMs, urlsPerSecond: urls / ((indexMs + shardsMs) / 1000), cachedIndexMs, idleRss: origin.idleRss, peakRss: rss.peakRss, peakHeap: rss.peakHeap, pgliteHwm: pgliteHighWaterMark() }
   } finally {
     const exited = new Promise((resolve) => origin.child.once('exit', resolve))
     origin.child.disconnect()
@@ -143,9 +148,11 @@ for (const size of SIZES) {
   console.log(`inserted ${size - inserted} pages in ${Math.round(performance.now() - started)} ms`)
   inserted = size
   await pool.end()
-  const row = await measure(size)
-  console.log(JSON.stringify(row))
-  rows.push(row)
+  for (const heap of ['default', 'capped'] as const) {
+    const row = await measure(size, heap)
+    console.log(JSON.stringify(row))
+    rows.push(row)
+  }
 }
 await embedded?.stop()
 
@@ -160,13 +167,18 @@ const section = [
   'REDIS_URL=off) in its own Node process; pages inserted with one INSERT ... SELECT generate_series, weights with ties.',
   'The first request computes the shard boundaries (one pass over the sitemap index); shards are keyset-streamed.',
   '',
-  '| pages | shards | URLs | bytes | index (boundaries) ms | shards ms | URLs/s (all) | cached index ms | origin RSS idle | origin RSS peak | PGlite peak RSS (VmHWM) |',
-  '|---|---|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${fmt(r.pages)} | ${r.shards} | ${fmt(r.urls)} | ${mb(r.bytes)} | ${fmt(r.indexMs)} | ${fmt(r.shardsMs)} | ${fmt(r.urlsPerSecond)} | ${fmt(r.cachedIndexMs)} | ${mb(r.idleRss)} | ${mb(r.peakRss)} | ${mb(r.pgliteHwm)} |`),
+  '| origin heap | pages | shards | URLs | bytes | index (boundaries) ms | shards ms | URLs/s (all) | cached index ms | origin RSS idle | origin RSS peak | origin heapUsed peak | PGlite peak RSS (VmHWM) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.heap} | ${fmt(r.pages)} | ${r.shards} | ${fmt(r.urls)} | ${mb(r.bytes)} | ${fmt(r.indexMs)} | ${fmt(r.shardsMs)} | ${fmt(r.urlsPerSecond)} | ${fmt(r.cachedIndexMs)} | ${mb(r.idleRss)} | ${mb(r.peakRss)} | ${mb(r.peakHeap)} | ${mb(r.pgliteHwm)} |`),
   '',
-  rows.length === 2
-    ? `Time ratio ${((rows[1]!.indexMs + rows[1]!.shardsMs) / (rows[0]!.indexMs + rows[0]!.shardsMs)).toFixed(2)} for ${(rows[1]!.pages / rows[0]!.pages).toFixed(1)}x the pages; origin peak RSS ${mb(rows[0]!.peakRss)} -> ${mb(rows[1]!.peakRss)} (bar: under 150 MB, flat).`
-    : '',
+  ...(['default', 'capped'] as const).map((heap) => {
+    const [small, large] = rows.filter((r) => r.heap === heap)
+    if (small === undefined || large === undefined) return ''
+    return `${heap} heap: time ratio ${((large.indexMs + large.shardsMs) / (small.indexMs + small.shardsMs)).toFixed(2)} for ${(large.pages / small.pages).toFixed(1)}x the pages; origin peak RSS ${mb(small.peakRss)} -> ${mb(large.peakRss)}.`
+  }),
+  '',
+  `"capped" runs the same origin with V8 flags ${CAPPED_HEAP.join(' ')}: the GC then works closer to the live set,`,
+  'which shows what the sitemap code holds (one batch); with default flags V8 lets garbage accumulate before collecting.',
   'RSS is the origin process (what serves the sitemaps). The PGlite column is the separate embedded-database process,',
   'whose WASM heap holds the whole in-memory database, so it grows with the data and is not the sitemap code\'s memory.',
   END,

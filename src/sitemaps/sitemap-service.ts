@@ -150,8 +150,10 @@ export class SitemapService {
     let bytes = URLSET_OVERHEAD_BYTES
     while (emitted < limit) {
       const start = after ?? from
-      const result = await sql<{ neg_weight: number; id: string; canonical_url: string; updated_at: Date }>`
-        SELECT -crawl_weight AS neg_weight, id, canonical_url, updated_at
+      // lastmod formatted by PostgreSQL (W3C datetime, UTC, milliseconds): no Date object per row.
+      const result = await sql<{ neg_weight: number; id: string; canonical_url: string; lastmod: string }>`
+        SELECT -crawl_weight AS neg_weight, id, canonical_url,
+          to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS lastmod
         FROM pages
         WHERE status = 'published' AND -crawl_weight <= ${-this.settings.sitemapMinWeight}::real
           AND (-crawl_weight, id) ${after === undefined ? sql`>=` : sql`>`} (${start.negWeight}::real, ${start.id}::bigint)
@@ -160,7 +162,7 @@ export class SitemapService {
         LIMIT ${Math.min(this.batchRows, limit - emitted)}`.execute(this.db)
       const entries: string[] = []
       for (const row of result.rows) {
-        const entry = `<url><loc>${xmlLoc(row.canonical_url)}</loc><lastmod>${row.updated_at.toISOString()}</lastmod></url>\n`
+        const entry = `<url><loc>${xmlLoc(row.canonical_url)}</loc><lastmod>${row.lastmod}</lastmod></url>\n`
         bytes += Buffer.byteLength(entry)
         if (bytes > this.maxBytes) {
           // Only canonical URLs averaging over ~1 KB can get here; a lower SITEMAP_SHARD_SIZE fixes it.
