@@ -11,6 +11,7 @@
 import { Readable } from 'node:stream'
 import { type Kysely, sql } from 'kysely'
 import type { Database } from '../db/schema.ts'
+import { DomainError } from '../errors.ts'
 import { fnv1a32 } from '../http/cache-policy.ts'
 
 /** The protocol's limits for one sitemap file. */
@@ -82,7 +83,13 @@ export class SitemapService {
 
   /** One small read per request; the boundaries are recomputed only when the version moved. */
   async state(): Promise<SitemapState> {
-    const row = await this.db.selectFrom('sitemap_version').select(['version', 'changed_at']).executeTakeFirstOrThrow()
+    const row = await this.db
+      .selectFrom('sitemap_version')
+      .select(['version', 'changed_at'])
+      .executeTakeFirstOrThrow()
+      .catch((err: unknown) => {
+        throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })
+      })
     if (this.cached === undefined || this.cachedVersion !== row.version) {
       this.cachedVersion = row.version
       // Concurrent requests on a new version share one computation.
