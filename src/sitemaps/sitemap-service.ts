@@ -93,9 +93,11 @@ export class SitemapService {
     if (this.cached === undefined || this.cachedVersion !== row.version) {
       this.cachedVersion = row.version
       // Concurrent requests on a new version share one computation.
-      this.cached = this.computeBoundaries().then((boundaries) => ({ version: row.version, changedAt: row.changed_at, boundaries, shardCount: Math.max(1, boundaries.length) }))
-      this.cached.catch(() => {
-        this.cached = undefined
+      const computing = this.computeBoundaries().then((boundaries) => ({ version: row.version, changedAt: row.changed_at, boundaries, shardCount: Math.max(1, boundaries.length) }))
+      this.cached = computing
+      // A failed computation is not cached: the next request tries again.
+      computing.catch(() => {
+        if (this.cached === computing) this.cached = undefined
       })
     }
     return this.cached
@@ -112,7 +114,11 @@ export class SitemapService {
         WHERE status = 'published' AND -crawl_weight <= ${-this.settings.sitemapMinWeight}::real
       ) ordered
       WHERE (rn - 1) % ${size} = 0
-      ORDER BY rn`.execute(this.db)
+      ORDER BY rn`
+      .execute(this.db)
+      .catch((err: unknown) => {
+        throw new DomainError('DATABASE_UNAVAILABLE', 'the page store is unavailable; retry shortly', { cause: err })
+      })
     return result.rows.map((r) => ({ negWeight: Number(r.neg_weight), id: String(r.id) }))
   }
 
