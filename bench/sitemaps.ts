@@ -7,7 +7,7 @@
 
 import { fork, type ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { Kysely, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
@@ -162,7 +162,7 @@ const section = [
   START,
   '## Sitemaps',
   '',
-  `\`npm run bench:sitemaps\` (${new Date().toISOString().slice(0, 10)}, ${cpus().length} CPUs shared with other work, ${embedded === undefined ? 'PostgreSQL from DATABASE_URL' : 'embedded PostgreSQL (PGlite, in memory)'}).`,
+  `\`npm run bench:sitemaps\` (${new Date().toISOString().slice(0, 10)}, ${cpus().length} CPUs shared with other work, load average ${loadavg()[0]!.toFixed(1)} at the end, ${embedded === undefined ? 'PostgreSQL from DATABASE_URL' : 'embedded PostgreSQL (PGlite, in memory)'}).`,
   'Every sitemap (the index, then each 50,000-URL shard in turn) fetched over HTTP from the real origin (buildApp,',
   'REDIS_URL=off) in its own Node process; pages inserted with one INSERT ... SELECT generate_series, weights with ties.',
   'The first request computes the shard boundaries (one pass over the sitemap index); shards are keyset-streamed.',
