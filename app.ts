@@ -21,6 +21,8 @@ import healthRoutes from './routes/health.ts'
 import metricsRoutes from './routes/metrics.ts'
 import openapiRoutes from './routes/openapi.ts'
 import pageRoutes from './routes/pages.ts'
+import searchConsoleRoutes from './routes/search-console.ts'
+import sitemapRoutes from './routes/sitemaps.ts'
 
 export interface BuildAppOptions {
   /** Overrides the pino logger options (tests pass `false` or a level). */
@@ -80,6 +82,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(metricsRoutes)
   await app.register(openapiRoutes)
   await app.register(adminRoutes)
+  await app.register(searchConsoleRoutes)
+  await app.register(sitemapRoutes)
   await app.register(pageRoutes)
   return app
 }

@@ -70,6 +70,22 @@ export interface Config {
   loadShedSampleIntervalMs: number
   /** Human-readable logs: auto means only when stdout is a terminal. */
   logPretty: 'auto' | 'true' | 'false'
+  /** A page missing from a Search Console import: w = max(floor, w * decay) while w is above the floor. */
+  crawlWeightDecay: number
+  crawlWeightFloor: number
+  /** URLs per sitemap shard (the protocol's limit is 50,000). */
+  sitemapShardSize: number
+  /** Published pages under this crawl weight are left out of the sitemaps (0: every published page). */
+  sitemapMinWeight: number
+  /** Shared-cache lifetime of /sitemap.xml, its shards and /robots.txt. */
+  sitemapTtlSeconds: number
+  /** Path prefixes robots.txt disallows for every user agent. */
+  robotsDisallow: string[]
+  /** Search Console API base (the live pull); tests point it at a local server. */
+  searchConsoleApiUrl: string
+  /** Overrides the service account key's token_uri (the JWT bearer grant's token endpoint). */
+  searchConsoleTokenUrl: string | undefined
+  searchConsoleMaxRetries: number
 }
 
 export class ConfigError extends Error {
@@ -102,6 +118,17 @@ class EnvReader {
     const parsed = /^-?\d+$/.test(value) ? Number(value) : Number.NaN
     if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
       this.problems.push(`${name}=${JSON.stringify(value)}: expected an integer from ${min} to ${max}`)
+      return fallback
+    }
+    return parsed
+  }
+
+  number(name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    const parsed = /^-?(\d+\.?\d*|\.\d+)$/.test(value) ? Number(value) : Number.NaN
+    if (!Number.isFinite(parsed) || parsed < min || parsed > max) {
+      this.problems.push(`${name}=${JSON.stringify(value)}: expected a number from ${min} to ${max}`)
       return fallback
     }
     return parsed
@@ -246,7 +273,22 @@ export function loadConfig(env: Env = process.env): Config {
     loadShedRetryAfterSeconds: read.integer('LOAD_SHED_RETRY_AFTER_SECONDS', 5, 1, 3_600),
     loadShedSampleIntervalMs: read.integer('LOAD_SHED_SAMPLE_INTERVAL_MS', 1_000, 10, 60_000),
     logPretty: read.oneOf('LOG_PRETTY', ['auto', 'true', 'false'] as const, 'auto'),
+    crawlWeightDecay: read.number('CRAWL_WEIGHT_DECAY', 0.5, 0, 1),
+    crawlWeightFloor: read.number('CRAWL_WEIGHT_FLOOR', 0.05, 0, 1),
+    sitemapShardSize: read.integer('SITEMAP_SHARD_SIZE', 50_000, 1, 50_000),
+    sitemapMinWeight: read.number('SITEMAP_MIN_WEIGHT', 0, 0, 1),
+    sitemapTtlSeconds: read.integer('SITEMAP_TTL_SECONDS', 3_600, 0, 7 * DAY),
+    robotsDisallow: [],
+    searchConsoleApiUrl: (read.url('SEARCH_CONSOLE_API_URL', ['https:', 'http:'], 'https://searchconsole.googleapis.com', 'the Search Console API base, such as https://searchconsole.googleapis.com') ?? '').replace(/\/$/, ''),
+    searchConsoleTokenUrl: read.url('SEARCH_CONSOLE_TOKEN_URL', ['https:', 'http:'], undefined, 'an OAuth token endpoint, such as https://oauth2.googleapis.com/token'),
+    searchConsoleMaxRetries: read.integer('SEARCH_CONSOLE_MAX_RETRIES', 5, 0, 20),
   }
+
+  // ROBOTS_DISALLOW=none disallows nothing; unset keeps crawlers off the admin API.
+  const disallowRaw = read.get('ROBOTS_DISALLOW') ?? '/admin/'
+  const disallow = (/^none$/i.test(disallowRaw) ? '' : disallowRaw).split(',').map((p) => p.trim()).filter((p) => p !== '')
+  for (const rule of disallow) if (!/^\/[\x21-\x7e]*$/.test(rule)) read.problems.push(`ROBOTS_DISALLOW: ${JSON.stringify(rule)} is not a path starting with / (comma-separated, no spaces)`)
+  config.robotsDisallow = disallow.filter((p) => /^\/[\x21-\x7e]*$/.test(p))
 
   const targets = (read.get('PURGE_TARGETS') ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
   for (const target of targets) if (!['varnish', 'fastly', 'cloudflare'].includes(target)) read.problems.push(`PURGE_TARGETS: ${JSON.stringify(target)} is not one of varnish, fastly, cloudflare`)

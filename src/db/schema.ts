@@ -88,6 +88,39 @@ export interface PurgeOutboxTable {
   done_at: Date | null
 }
 
+export type SearchConsoleSource = 'api' | 'json' | 'csv' | 'live'
+
+export interface SearchConsoleImportsTable {
+  id: Generated<number>
+  source: SearchConsoleSource
+  start_date: ColumnType<Date, string, string>
+  end_date: ColumnType<Date, string, string>
+  rows_received: number
+  pages_matched: Generated<number>
+  urls_unknown: Generated<number>
+  pages_changed: Generated<number>
+  pages_decayed: Generated<number>
+  created_at: Generated<Date>
+}
+
+export interface SearchConsoleRowsTable {
+  import_id: number
+  page_id: number
+  in_import: boolean
+  clicks: number
+  impressions: number
+  ctr: number | null
+  position: number | null
+  weight_before: number
+  weight_after: number
+}
+
+export interface SitemapVersionTable {
+  singleton: Generated<boolean>
+  version: ColumnType<string, never, never>
+  changed_at: ColumnType<Date, never, never>
+}
+
 export interface Database {
   pages: PagesTable
   segments: SegmentsTable
@@ -95,4 +128,7 @@ export interface Database {
   embedding_versions: EmbeddingVersionsTable
   page_embedding_staging: PageEmbeddingStagingTable
   purge_outbox: PurgeOutboxTable
+  search_console_imports: SearchConsoleImportsTable
+  search_console_rows: SearchConsoleRowsTable
+  sitemap_version: SitemapVersionTable
 }

@@ -106,7 +106,10 @@ export function validatePages(records: readonly unknown[], publicBaseUrl: string
     if (kind !== '' && kind !== 'landing' && kind !== 'seo') r.fail('kind', 'must be "landing" or "seo"')
     const status = r.string('status', { max: 10, fallback: 'published' })
     if (!['published', 'draft', 'archived'].includes(status)) r.fail('status', 'must be "published", "draft" or "archived"')
-    const canonical = r.string('canonical_url', { max: 2048, pattern: HTTPS_URL, what: 'an absolute https URL such as https://www.example.com/path' })
+    // An empty canonical_url is none given: the page points at itself, like a missing one.
+    const canonical = record.canonical_url === '' ? '' : r.string('canonical_url', { max: 2048, pattern: HTTPS_URL, what: 'an absolute https URL such as https://www.example.com/path' })
+    // A canonical URL names a document: a fragment is not part of it, and sitemaps list it verbatim.
+    if (HTTPS_URL.test(canonical) && canonical.includes('#')) r.fail('canonical_url', 'must not contain a fragment (#...)')
     const intent = r.string('intent_text', { max: 20_000 })
     if (estimateTokens(intent) > MAX_TOKENS_PER_INPUT) r.fail('intent_text', `is too long to embed (about ${estimateTokens(intent)} tokens; the limit is ${MAX_TOKENS_PER_INPUT})`)
     let crawlWeight: number | undefined
