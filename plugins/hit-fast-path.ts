@@ -124,6 +124,19 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
   let closing = false
   app.decorate('hitFastPath', fastPath)
 
+  // Paths some other GET route owns (health, metrics, sitemaps...) never look like pages here: they
+  // would cost a cache lookup (and an L2 read) per probe and skew the hit ratios.
+  const otherRoutes = new Set<string>()
+  const otherPrefixes: string[] = []
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    if (!methods.includes('GET') || route.url === '/' || route.url === '/*') return
+    const wildcard = route.url.search(/[:*]/)
+    if (wildcard === -1) otherRoutes.add(route.url)
+    else otherPrefixes.push(route.url.slice(0, wildcard))
+  })
+  const ownedByAnotherRoute = (path: string): boolean => otherRoutes.has(path) || otherPrefixes.some((prefix) => path.startsWith(prefix))
+
   const answer = (req: IncomingMessage, res: ServerResponse, url: string, started: number, served: ServedPage, segment: string, source: SegmentSource): void => {
     const { response, cacheResult } = served
     const conditional = { ifNoneMatch: req.headers['if-none-match'], ifModifiedSince: req.headers['if-modified-since'] }
@@ -147,7 +160,7 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
     const started = performance.now()
     try {
       const normalized = normalizeRequestUrl(url)
-      if (normalized.kind !== 'canonical') return false
+      if (normalized.kind !== 'canonical' || ownedByAnotherRoute(normalized.path)) return false
       const { segment, source } = resolveSegment(app.segments(), { header: req.headers['x-segment'], cookieHeader: req.headers.cookie, utmSource: undefined })
       const response = pages.freshLocal(normalized.path, segment)
       if (response !== undefined) {

@@ -67,6 +67,11 @@ t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify r
   t.equal((await fetch(`${base}${PAGE}`, { method: 'POST' })).status, 404)
   t.equal((await fetch(`${base}/CRM/Dentists/Austin`, { redirect: 'manual' })).status, 301)
   t.equal(app.hitFastPath.served, 4)
+  const before = (await app.inject({ url: '/metrics' })).body
+  for (const path of ['/health/live', '/metrics', '/openapi.json', '/robots.txt', '/sitemap.xml', '/sitemaps/0.xml']) await (await fetch(`${base}${path}`)).arrayBuffer()
+  const after = (await app.inject({ url: '/metrics' })).body
+  const l1Misses = (body: string) => /variant_origin_cache_requests_total\{tier="l1",result="miss"\} (\d+)/.exec(body)?.[1]
+  t.equal(l1Misses(after), l1Misses(before), 'other routes never touch the page cache')
 
   const scrape = (await app.inject({ url: '/metrics' })).body
   t.match(scrape, /http_request_duration_seconds_count\{method="GET",route="\/\*",status_code="200",cache="HIT-L1"\} 4\n/, 'fast-path and Fastify-path hits land in one histogram series')
