@@ -88,6 +88,27 @@ export interface PurgeOutboxTable {
   done_at: Date | null
 }
 
+export interface EngagementDailyTable {
+  page_id: number
+  /** UTC day of the client's timestamp, `YYYY-MM-DD`. */
+  day: ColumnType<Date, string, string>
+  segment: string
+  event_type: string
+  /** 0 = no variant. */
+  variant_id: Generated<number>
+  event_count: ColumnType<string, number | string, number | string>
+  value_count: ColumnType<string, number | string | undefined, number | string>
+  /** numeric: read back as a string so sums keep their precision. */
+  value_sum: ColumnType<string, number | string | undefined, number | string>
+  updated_at: Generated<Date>
+}
+
+export interface EngagementStreamReceiptsTable {
+  stream: string
+  message_id: string
+  processed_at: Generated<Date>
+}
+
 export interface Database {
   pages: PagesTable
   segments: SegmentsTable
@@ -95,4 +116,6 @@ export interface Database {
   embedding_versions: EmbeddingVersionsTable
   page_embedding_staging: PageEmbeddingStagingTable
   purge_outbox: PurgeOutboxTable
+  engagement_daily: EngagementDailyTable
+  engagement_stream_receipts: EngagementStreamReceiptsTable
 }
