@@ -7,11 +7,13 @@ import type { Config } from './src/config.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
+import eventsPlugin from './plugins/events.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
 import pagesPlugin from './plugins/pages.ts'
 import purgePlugin from './plugins/purge.ts'
 import redisPlugin from './plugins/redis.ts'
 import adminRoutes from './routes/admin.ts'
+import eventRoutes from './routes/events.ts'
 import healthRoutes from './routes/health.ts'
 import pageRoutes from './routes/pages.ts'
 
@@ -50,8 +52,10 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(pagesPlugin)
   await app.register(embedderPlugin)
   await app.register(purgePlugin)
+  await app.register(eventsPlugin)
   await app.register(healthRoutes)
   await app.register(adminRoutes)
+  await app.register(eventRoutes)
   await app.register(pageRoutes)
   return app
 }

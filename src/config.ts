@@ -58,6 +58,18 @@ export interface Config {
   cloudflareApiUrl: string
   cloudflareZoneId: string | undefined
   cloudflareApiToken: string | undefined
+  /** Approximate cap (XADD MAXLEN ~) on the engagement stream, in entries (one per accepted request). */
+  eventsStreamMaxLen: number
+  /** POST /events requests per client IP per minute. */
+  eventsRateLimitPerMinute: number
+  /** Stream entries read (and aggregated in one transaction) at a time. */
+  eventsBatchSize: number
+  /** A message pending this long on a consumer is claimed by another (the first is presumed dead). */
+  eventsClaimIdleMs: number
+  /** Deliveries after which a message goes to the dead-letter stream instead of being retried. */
+  eventsMaxDeliveries: number
+  /** Whether this instance aggregates the stream (every instance accepts events either way). */
+  eventsConsumer: boolean
 }
 
 export class ConfigError extends Error {
@@ -226,6 +238,12 @@ export function loadConfig(env: Env = process.env): Config {
     cloudflareApiUrl: (read.url('CLOUDFLARE_API_URL', ['http:', 'https:'], 'https://api.cloudflare.com/client/v4', 'https://api.cloudflare.com/client/v4') ?? '').replace(/\/$/, ''),
     cloudflareZoneId: read.get('CLOUDFLARE_ZONE_ID'),
     cloudflareApiToken: read.get('CLOUDFLARE_API_TOKEN'),
+    eventsStreamMaxLen: read.integer('EVENTS_STREAM_MAXLEN', 1_000_000, 1_000, 1_000_000_000),
+    eventsRateLimitPerMinute: read.integer('EVENTS_RATE_LIMIT_PER_MINUTE', 120, 1, 1_000_000),
+    eventsBatchSize: read.integer('EVENTS_BATCH_SIZE', 50, 1, 1_000),
+    eventsClaimIdleMs: read.integer('EVENTS_CLAIM_IDLE_MS', 60_000, 50, DAY * 1000),
+    eventsMaxDeliveries: read.integer('EVENTS_MAX_DELIVERIES', 5, 1, 100),
+    eventsConsumer: read.boolean('EVENTS_CONSUMER', true),
   }
 
   const targets = (read.get('PURGE_TARGETS') ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
