@@ -15,6 +15,8 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000
 export const MAX_EVENT_AGE_MS = 86_400_000
 export const MAX_EVENT_VALUE = 1_000_000_000
 const MAX_PATH_LENGTH = 1024
+/** 9999-12-31T23:59:59.999Z: later times have no YYYY-MM-DD day bucket. */
+const LAST_DAY_MS = 253_402_300_799_999
 const SEGMENT_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/
 const EVENT_FIELDS = new Set(['type', 'path', 'segment', 'variant', 'value', 'ts'])
 
@@ -71,7 +73,7 @@ function checkEvent(raw: unknown, record: number, now: number | undefined, probl
   if (segment !== undefined && typeof segment !== 'string') problem('segment', 'expected a segment slug (a string)')
   if (variant !== undefined && (typeof variant !== 'number' || !Number.isSafeInteger(variant) || variant < 1)) problem('variant', 'expected the variant id shown on the page (a positive integer)')
   if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || Math.abs(value) > MAX_EVENT_VALUE)) problem('value', `expected a number from -${MAX_EVENT_VALUE} to ${MAX_EVENT_VALUE}`)
-  if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts < 0) {
+  if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts < 0 || ts > LAST_DAY_MS) {
     problem('ts', 'expected the event time in milliseconds since the epoch (Date.now())')
   } else if (now !== undefined && ts > now + MAX_CLOCK_SKEW_MS) {
     problem('ts', `${new Date(ts).toISOString()} is more than ${MAX_CLOCK_SKEW_MS / 60_000} minutes in the future`)

@@ -73,6 +73,7 @@ t.test('stream entries round-trip; a malformed one is an error, never half-read'
   t.same(decodeStreamEntry(fields), { events })
   // Long after intake the consumer still counts what was accepted: no age bound on decode.
   t.same(decodeStreamEntry(encodeStreamEntry([{ ...events[0]!, ts: 1 }], now)), { events: [{ ...events[0]!, ts: 1 }] })
+  t.match(decodeStreamEntry(encodeStreamEntry([{ ...events[0]!, ts: 253_402_300_800_000 }], now)), { error: /event 0 ts/ }, 'no day bucket after year 9999')
   t.match(decodeStreamEntry(['v', '2', 'events', '[]']), { error: /unknown entry version "2"/ })
   t.match(decodeStreamEntry(['events', '[]']), { error: /unknown entry version null/ })
   t.match(decodeStreamEntry(['v', '1', 'events', '{oops']), { error: 'events is not JSON' })
