@@ -38,7 +38,7 @@ t.test('a batch is written to the stream as one entry: 202, no-store', async (t)
   t.equal(body.accepted, 3)
   t.match(body.id, /^\d+-\d+$/)
   t.equal(await streamLength(), before + 1)
-  const [[id, fields]] = (await raw.xrange(app.events.keys.stream, body.id, body.id)) as Array<[string, string[]]>
+  const [id, fields] = ((await raw.xrange(app.events.keys.stream, body.id, body.id)) as Array<[string, string[]]>)[0]!
   t.equal(id, body.id)
   const events = JSON.parse(fields[fields.indexOf('events') + 1]!)
   // No segment table is seeded: every slug but the default one is unknown, and counts as the default.
