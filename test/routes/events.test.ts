@@ -10,6 +10,8 @@ import { EVENTS_BODY_LIMIT } from '../../routes/events.ts'
 const prefix = `vo-test-${process.pid}-events-route:`
 // The consumer is off here: these tests read what the route wrote, before anything consumes it.
 const app = await buildTestApp(t, { REDIS_KEY_PREFIX: prefix, EVENTS_CONSUMER: 'false', EVENTS_RATE_LIMIT_PER_MINUTE: '5', SEED_DEMO: 'false' })
+// Further instances use the same (embedded) database: one PostgreSQL start per file, not three.
+const sharedDatabase = { DATABASE_URL: app.database.connectionString, DB_POOL_MAX: '1', SEED_DEMO: 'false' }
 const raw = new Redis(TEST_REDIS_URL)
 t.teardown(() => raw.disconnect())
 const streamLength = () => raw.xlen(app.events.keys.stream)
@@ -99,7 +101,7 @@ t.test('other pages are not rate limited', async (t) => {
 
 t.test('Redis down: 503 with Retry-After, never 202', async (t) => {
   const redis = await privateRedis(t)
-  const down = await buildTestApp(t, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-events-down:', SEED_DEMO: 'false', EVENTS_CLAIM_IDLE_MS: '200' })
+  const down = await buildTestApp(t, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-events-down:', EVENTS_CLAIM_IDLE_MS: '200', ...sharedDatabase })
   t.equal((await down.inject({ method: 'POST', url: '/events', payload: event() })).statusCode, 202, 'accepted while Redis is up')
   await until('the consumer to count it', async () => down.events.counters().processedMessages === 1)
   t.same(await down.events.stats(), { length: 1, lag: 0, pending: 0 }, 'consumed by the group')
@@ -117,7 +119,7 @@ t.test('Redis down: 503 with Retry-After, never 202', async (t) => {
 })
 
 t.test('Redis switched off: 503, and no consumer', async (t) => {
-  const off = await buildTestApp(t, { REDIS_URL: 'off', SEED_DEMO: 'false' })
+  const off = await buildTestApp(t, { REDIS_URL: 'off', ...sharedDatabase })
   const res = await off.inject({ method: 'POST', url: '/events', payload: event() })
   t.equal(res.statusCode, 503)
   t.equal(res.headers['retry-after'], '5')
