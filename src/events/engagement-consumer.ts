@@ -67,7 +67,8 @@ export class EngagementConsumer {
   private readonly log: Logger
   private readonly blockMs: number
   private stopped = false
-  private reading = false
+  /** Between the start of a batch's transaction and its XACK: the one phase stop() lets finish. */
+  private recording = false
   private groupReady = false
   private databaseFailing = false
   private nextClaimAt = 0
@@ -91,11 +92,14 @@ export class EngagementConsumer {
     this.loop ??= this.run()
   }
 
-  /** Lets a batch being written finish (bounded), interrupts a blocked read, and closes the connection. */
+  /**
+   * Lets a batch being committed finish and acknowledge (bounded); anything else (a blocked read, a
+   * command waiting on a dead Redis, a backoff) is interrupted at once by closing the connection.
+   */
   async stop(): Promise<void> {
     this.stopped = true
     this.wake?.()
-    if (this.reading) this.redis.disconnect()
+    if (!this.recording) this.redis.disconnect()
     if (this.loop !== undefined) {
       let timer: NodeJS.Timeout | undefined
       await Promise.race([this.loop, new Promise((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))])
@@ -119,14 +123,8 @@ export class EngagementConsumer {
           await this.housekeeping()
         }
         if (this.stopped) break
-        this.reading = true
-        let reply: Array<[string, StreamEntry[]]> | null
-        try {
-          const { group, consumerName, batchSize } = this.settings
-          reply = (await this.redis.xreadgroup('GROUP', group, consumerName, 'COUNT', batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.keys.stream, '>')) as Array<[string, StreamEntry[]]> | null
-        } finally {
-          this.reading = false
-        }
+        const { group, consumerName, batchSize } = this.settings
+        const reply = (await this.redis.xreadgroup('GROUP', group, consumerName, 'COUNT', batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.keys.stream, '>')) as Array<[string, StreamEntry[]]> | null
         const entries = reply?.[0]?.[1] ?? []
         if (entries.length > 0) await this.handle(entries)
         backoffMs = 0
@@ -181,10 +179,16 @@ export class EngagementConsumer {
   }
 
   private async record(messages: readonly StreamMessage[]): Promise<void> {
-    const result = await recordEngagement(this.db, this.keys.stream, messages)
-    this.databaseFailing = false
-    // After the commit only: a crash before this line re-delivers the entries, and the receipts skip them.
-    await this.redis.xack(this.keys.stream, this.settings.group, ...messages.map((m) => m.id))
+    this.recording = true
+    let result: Awaited<ReturnType<typeof recordEngagement>>
+    try {
+      result = await recordEngagement(this.db, this.keys.stream, messages)
+      this.databaseFailing = false
+      // After the commit only: a crash before this line re-delivers the entries, and the receipts skip them.
+      await this.redis.xack(this.keys.stream, this.settings.group, ...messages.map((m) => m.id))
+    } finally {
+      this.recording = false
+    }
     const { counters } = this
     counters.processedMessages += result.messages
     counters.processedEvents += result.events
