@@ -50,29 +50,31 @@ async function eventsPlugin(app: FastifyInstance): Promise<void> {
   } else if (!config.eventsConsumer) {
     app.log.info('EVENTS_CONSUMER=off: this instance accepts events, other instances aggregate them')
   } else {
-    const connection = consumerConnection(redis, Math.min(2_000, config.eventsClaimIdleMs) + 5_000)
-    connection.on('error', () => undefined) // the shared client already logs Redis being down
-    const consumerName = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
-    consumer = new EngagementConsumer({
-      redis: connection,
-      db: app.database.db,
-      keys,
-      log: app.log.child({ component: 'engagement-consumer' }),
-      settings: {
-        consumerName,
-        batchSize: config.eventsBatchSize,
-        claimIdleMs: config.eventsClaimIdleMs,
-        maxDeliveries: config.eventsMaxDeliveries,
-        maxLen: config.eventsStreamMaxLen,
-      },
-    })
+    // Opened once the app is ready: a boot that fails later never runs onClose, and must leave nothing open.
     app.addHook('onReady', async () => {
-      consumer!.start()
+      const connection = consumerConnection(redis, Math.min(2_000, config.eventsClaimIdleMs) + 5_000)
+      connection.on('error', () => undefined) // the shared client already logs Redis being down
+      const consumerName = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
+      consumer = new EngagementConsumer({
+        redis: connection,
+        db: app.database.db,
+        keys,
+        log: app.log.child({ component: 'engagement-consumer' }),
+        settings: {
+          consumerName,
+          batchSize: config.eventsBatchSize,
+          claimIdleMs: config.eventsClaimIdleMs,
+          maxDeliveries: config.eventsMaxDeliveries,
+          maxLen: config.eventsStreamMaxLen,
+        },
+      })
+      consumer.start()
       app.log.info({ consumerName, stream: keys.stream }, 'engagement consumer started')
     })
     app.addHook('onClose', async () => {
-      await consumer!.stop()
-      app.log.info(consumer!.counters, 'engagement consumer stopped')
+      if (consumer === undefined) return
+      await consumer.stop()
+      app.log.info(consumer.counters, 'engagement consumer stopped')
     })
   }
 
@@ -82,7 +84,7 @@ async function eventsPlugin(app: FastifyInstance): Promise<void> {
   }
   app.decorate<EventsService>('events', {
     keys,
-    consuming: consumer !== undefined,
+    consuming: redis !== null && config.eventsConsumer,
     async append(events) {
       const id = await appendEvents(redis, keys, events, config.eventsStreamMaxLen, Date.now())
       accepted += events.length
