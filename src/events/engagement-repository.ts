@@ -101,7 +101,8 @@ export async function recordEngagement(db: Kysely<Database>, stream: string, mes
             variant_id: b.variant,
             event_count: b.count,
             value_count: b.valueCount,
-            value_sum: String(b.valueSum),
+            // Rounded to millionths: summing binary floats leaves noise such as 0.30000000000000004.
+            value_sum: b.valueSum.toFixed(6),
           })),
         )
         .onConflict((oc) =>

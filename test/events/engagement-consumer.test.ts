@@ -39,11 +39,12 @@ async function aggregates() {
   const rows = await db
     .selectFrom('engagement_daily')
     .innerJoin('pages', 'pages.id', 'engagement_daily.page_id')
-    .select(['pages.path', 'day', 'segment', 'event_type', 'variant_id', 'event_count', 'value_count', 'value_sum'])
+    // pg reads a date as local midnight: the text form does not depend on the machine's time zone.
+    .select(['pages.path', sql<string>`to_char(day, 'YYYY-MM-DD')`.as('day'), 'segment', 'event_type', 'variant_id', 'event_count', 'value_count', 'value_sum'])
     .orderBy('pages.path')
     .orderBy('event_type')
     .execute()
-  return rows.map((r) => [r.path, new Date(r.day).toISOString().slice(0, 10), r.segment, r.event_type, Number(r.variant_id), Number(r.event_count), Number(r.value_count), Number(r.value_sum)])
+  return rows.map((r) => [r.path, r.day, r.segment, r.event_type, Number(r.variant_id), Number(r.event_count), Number(r.value_count), Number(r.value_sum)])
 }
 
 // Instances live for the whole file (their teardown deletes the prefix's keys, so it runs last).
