@@ -31,9 +31,11 @@ declare module 'fastify' {
 
 /** A blocking read holds its connection for up to the block time: it gets its own, without the shared client's short command timeout. */
 function consumerConnection(redis: Redis | Cluster, commandTimeoutMs: number): Redis | Cluster {
-  // No offline queue: while Redis is away a command fails at once and the consumer backs off. A queued
-  // command would outlive disconnect() on a reconnecting client and hold close() for its whole timeout.
-  const overrides = { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, commandTimeout: commandTimeoutMs }
+  // Nothing waits on a lost connection: no offline queue, and maxRetriesPerRequest 0 fails the commands in
+  // flight (a blocking read) the moment the connection drops; the consumer backs off and tries again.
+  // A command left waiting would outlive disconnect() on a reconnecting client and hold close() for its
+  // whole timeout.
+  const overrides = { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false, commandTimeout: commandTimeoutMs }
   if (redis instanceof Cluster) {
     return redis.duplicate(undefined, { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, redisOptions: { ...redis.options.redisOptions, ...overrides } })
   }

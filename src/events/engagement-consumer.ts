@@ -67,6 +67,8 @@ export class EngagementConsumer {
   private readonly log: Logger
   private readonly blockMs: number
   private stopped = false
+  /** What the loop is waiting on, for the log when it does not stop in time. */
+  private phase = 'starting'
   /** Between the start of a batch's transaction and its XACK: the one phase stop() lets finish. */
   private recording = false
   private groupReady = false
@@ -102,8 +104,9 @@ export class EngagementConsumer {
     if (!this.recording) this.redis.disconnect()
     if (this.loop !== undefined) {
       let timer: NodeJS.Timeout | undefined
-      await Promise.race([this.loop, new Promise((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))])
+      const finished = await Promise.race([this.loop.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), STOP_GRACE_MS)))])
       clearTimeout(timer)
+      if (!finished) this.log.warn({ phase: this.phase }, 'engagement consumer did not stop within the grace period; closing its connection anyway')
     }
     this.redis.disconnect()
   }
@@ -112,20 +115,25 @@ export class EngagementConsumer {
     let backoffMs = 0
     while (!this.stopped) {
       try {
+        this.phase = 'group'
         if (!this.groupReady) await this.ensureGroup()
         const now = Date.now()
         if (now >= this.nextClaimAt) {
           this.nextClaimAt = now + this.blockMs
+          this.phase = 'claim'
           await this.claimOrphans()
         }
         if (now >= this.nextHousekeepingAt) {
           this.nextHousekeepingAt = now + HOUSEKEEPING_INTERVAL_MS
+          this.phase = 'housekeeping'
           await this.housekeeping()
         }
         if (this.stopped) break
         const { group, consumerName, batchSize } = this.settings
+        this.phase = 'read'
         const reply = (await this.redis.xreadgroup('GROUP', group, consumerName, 'COUNT', batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.keys.stream, '>')) as Array<[string, StreamEntry[]]> | null
         const entries = reply?.[0]?.[1] ?? []
+        this.phase = 'handle'
         if (entries.length > 0) await this.handle(entries)
         backoffMs = 0
       } catch (err) {
@@ -137,6 +145,7 @@ export class EngagementConsumer {
         }
         backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(100, backoffMs * 2))
         this.logError(err, 'engagement consumer: redis or database failing; entries stay pending and are retried')
+        this.phase = 'backoff'
         await this.sleep(backoffMs)
       }
     }
