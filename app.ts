@@ -7,6 +7,7 @@ import type { Config } from './src/config.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
+import eventsPlugin from './plugins/events.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
 import hitFastPathPlugin, { HitFastPath, requestIdGenerator } from './plugins/hit-fast-path.ts'
 import loadSheddingPlugin from './plugins/load-shedding.ts'
@@ -17,6 +18,7 @@ import purgePlugin from './plugins/purge.ts'
 import redisPlugin from './plugins/redis.ts'
 import requestTelemetryPlugin from './plugins/request-telemetry.ts'
 import adminRoutes from './routes/admin.ts'
+import eventRoutes from './routes/events.ts'
 import healthRoutes from './routes/health.ts'
 import metricsRoutes from './routes/metrics.ts'
 import openapiRoutes from './routes/openapi.ts'
@@ -78,12 +80,14 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(hitFastPathPlugin, { fastPath, genReqId })
   await app.register(embedderPlugin)
   await app.register(purgePlugin)
+  await app.register(eventsPlugin)
   await app.register(healthRoutes)
   await app.register(metricsRoutes)
   await app.register(openapiRoutes)
   await app.register(adminRoutes)
   await app.register(searchConsoleRoutes)
   await app.register(sitemapRoutes)
+  await app.register(eventRoutes)
   await app.register(pageRoutes)
   return app
 }

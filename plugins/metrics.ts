@@ -223,11 +223,15 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
     },
   })
 
-  // The stream gauges exist only where an events consumer runs; one read serves the three of a scrape.
+  // The stream gauges exist only where the events stream does; one read serves the three of a scrape.
+  let readStreamStats: (() => Promise<StreamStats>) | undefined
   const registerStreamGauges = (read: () => Promise<StreamStats>): void => {
+    const first = readStreamStats === undefined
+    readStreamStats = read
+    if (!first) return
     let inFlight: Promise<StreamStats | undefined> | undefined
     const current = (): Promise<StreamStats | undefined> => {
-      inFlight ??= bounded(read())
+      inFlight ??= bounded(readStreamStats!())
         .catch((err: unknown) => {
           app.log.debug({ err }, 'events stream not read for /metrics; keeping the last values')
           return undefined

@@ -86,6 +86,18 @@ export interface Config {
   /** Overrides the service account key's token_uri (the JWT bearer grant's token endpoint). */
   searchConsoleTokenUrl: string | undefined
   searchConsoleMaxRetries: number
+  /** Approximate cap (XADD MAXLEN ~) on the engagement stream, in entries (one per accepted request). */
+  eventsStreamMaxLen: number
+  /** POST /events requests per client IP per minute. */
+  eventsRateLimitPerMinute: number
+  /** Stream entries read (and aggregated in one transaction) at a time. */
+  eventsBatchSize: number
+  /** A message pending this long on a consumer is claimed by another (the first is presumed dead). */
+  eventsClaimIdleMs: number
+  /** Deliveries after which a message goes to the dead-letter stream instead of being retried. */
+  eventsMaxDeliveries: number
+  /** Whether this instance aggregates the stream (every instance accepts events either way). */
+  eventsConsumer: boolean
 }
 
 export class ConfigError extends Error {
@@ -282,6 +294,12 @@ export function loadConfig(env: Env = process.env): Config {
     searchConsoleApiUrl: (read.url('SEARCH_CONSOLE_API_URL', ['https:', 'http:'], 'https://searchconsole.googleapis.com', 'the Search Console API base, such as https://searchconsole.googleapis.com') ?? '').replace(/\/$/, ''),
     searchConsoleTokenUrl: read.url('SEARCH_CONSOLE_TOKEN_URL', ['https:', 'http:'], undefined, 'an OAuth token endpoint, such as https://oauth2.googleapis.com/token'),
     searchConsoleMaxRetries: read.integer('SEARCH_CONSOLE_MAX_RETRIES', 5, 0, 20),
+    eventsStreamMaxLen: read.integer('EVENTS_STREAM_MAXLEN', 1_000_000, 1_000, 1_000_000_000),
+    eventsRateLimitPerMinute: read.integer('EVENTS_RATE_LIMIT_PER_MINUTE', 120, 1, 1_000_000),
+    eventsBatchSize: read.integer('EVENTS_BATCH_SIZE', 50, 1, 1_000),
+    eventsClaimIdleMs: read.integer('EVENTS_CLAIM_IDLE_MS', 60_000, 50, DAY * 1000),
+    eventsMaxDeliveries: read.integer('EVENTS_MAX_DELIVERIES', 5, 1, 100),
+    eventsConsumer: read.boolean('EVENTS_CONSUMER', true),
   }
 
   // ROBOTS_DISALLOW=none disallows nothing; unset keeps crawlers off the admin API.

@@ -121,6 +121,27 @@ export interface SitemapVersionTable {
   changed_at: ColumnType<Date, never, never>
 }
 
+export interface EngagementDailyTable {
+  page_id: number
+  /** UTC day of the client's timestamp, `YYYY-MM-DD`. */
+  day: ColumnType<Date, string, string>
+  segment: string
+  event_type: string
+  /** 0 = no variant. */
+  variant_id: Generated<number>
+  event_count: ColumnType<string, number | string, number | string>
+  value_count: ColumnType<string, number | string | undefined, number | string>
+  /** numeric: read back as a string so sums keep their precision. */
+  value_sum: ColumnType<string, number | string | undefined, number | string>
+  updated_at: Generated<Date>
+}
+
+export interface EngagementStreamReceiptsTable {
+  stream: string
+  message_id: string
+  processed_at: Generated<Date>
+}
+
 export interface Database {
   pages: PagesTable
   segments: SegmentsTable
@@ -131,4 +152,6 @@ export interface Database {
   search_console_imports: SearchConsoleImportsTable
   search_console_rows: SearchConsoleRowsTable
   sitemap_version: SitemapVersionTable
+  engagement_daily: EngagementDailyTable
+  engagement_stream_receipts: EngagementStreamReceiptsTable
 }

@@ -33,4 +33,14 @@ t.test('cache, stampede and purge on a Redis Cluster', async (t) => {
   }
   t.equal(onB.headers['x-cache'], 'MISS', 'purged from L1 on the other instance and from the cluster')
   t.equal((await b.inject({ url: '/payroll/gyms/austin' })).headers['x-cache'], 'HIT-L1', 'other verticals untouched')
+
+  // Engagement events: the stream, its group and its dead-letter stream share one slot (hash tag);
+  // XGROUP and XINFO, which carry no key position ioredis knows of, reach the slot's owner.
+  const accepted = await a.inject({ method: 'POST', url: '/events', payload: { events: [{ type: 'view', path: '/crm', ts: Date.now() }, { type: 'click', path: '/crm', ts: Date.now() }] } })
+  t.equal(accepted.statusCode, 202)
+  for (let i = 0; i < 200 && a.events.counters().processedEvents + b.events.counters().processedEvents < 2; i++) await new Promise((resolve) => setTimeout(resolve, 25))
+  t.equal(a.events.counters().processedEvents + b.events.counters().processedEvents, 2, 'consumed by one of the two instances')
+  t.same(await b.events.stats(), { length: 1, lag: 0, pending: 0 })
+  const counted = await a.database.db.selectFrom('engagement_daily').select(['event_type', 'event_count']).orderBy('event_type').execute()
+  t.same(counted.map((r) => [r.event_type, Number(r.event_count)]), [['click', 1], ['view', 1]])
 })

@@ -10,15 +10,15 @@ t.teardown(() => handle.close())
 const { db } = handle
 
 t.test('an empty database migrates to the full schema', async (t) => {
-  t.same(await pendingMigrations(db), ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console'])
+  t.same(await pendingMigrations(db), ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement'])
   const result = await migrateToLatest(db)
-  t.same(result.results?.map((r) => [r.migrationName, r.status]), [['0001_initial_schema', 'Success'], ['0002_ingest_and_versions', 'Success'], ['0003_purge_outbox', 'Success'], ['0004_search_console', 'Success']])
+  t.same(result.results?.map((r) => [r.migrationName, r.status]), [['0001_initial_schema', 'Success'], ['0002_ingest_and_versions', 'Success'], ['0003_purge_outbox', 'Success'], ['0004_search_console', 'Success'], ['0005_engagement', 'Success']])
   t.same(await pendingMigrations(db), [])
   const again = await migrateToLatest(db)
   t.same(again.results, [], 'a second run applies nothing')
 
   const tables = await sql<{ table_name: string }>`select table_name from information_schema.tables where table_schema = 'public' and table_name not like 'kysely%' order by 1`.execute(db)
-  t.same(tables.rows.map((r) => r.table_name), ['content_variants', 'embedding_versions', 'page_embedding_staging', 'pages', 'purge_outbox', 'search_console_imports', 'search_console_rows', 'segments', 'sitemap_version'])
+  t.same(tables.rows.map((r) => r.table_name), ['content_variants', 'embedding_versions', 'engagement_daily', 'engagement_stream_receipts', 'page_embedding_staging', 'pages', 'purge_outbox', 'search_console_imports', 'search_console_rows', 'segments', 'sitemap_version'])
   const hnsw = await sql<{ indexdef: string }>`select indexdef from pg_indexes where indexname = 'content_variants_embedding_hnsw'`.execute(db)
   t.match(hnsw.rows[0]?.indexdef, /USING hnsw \(embedding vector_cosine_ops\) WITH \(m='?16'?, ef_construction='?64'?\)/)
   const column = await sql<{ t: string }>`select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'content_variants'::regclass and attname = 'embedding'`.execute(db)
@@ -63,7 +63,8 @@ t.test('the demo seed loads once, then leaves the database alone', async (t) => 
 
 t.test('down migrations revert cleanly, and up again', async (t) => {
   await db.deleteFrom('content_variants').execute()
-  for (const remaining of [['0004_search_console'], ['0003_purge_outbox', '0004_search_console'], ['0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console'], ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console']]) {
+  const all = ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement']
+  for (const remaining of [all.slice(4), all.slice(3), all.slice(2), all.slice(1), all]) {
     const result = await createMigrator(db).migrateDown()
     t.equal(result.error, undefined)
     t.same(await pendingMigrations(db), remaining)

@@ -13,6 +13,7 @@ t.test('defaults: embedded database, demo data, local Redis', async (t) => {
   t.equal(config.redisUrl, 'redis://127.0.0.1:6379')
   t.equal(config.cdnFlavour, 'generic')
   t.equal(config.publicBaseUrl, 'https://www.example.com')
+  t.match(config, { eventsStreamMaxLen: 1_000_000, eventsRateLimitPerMinute: 120, eventsBatchSize: 50, eventsClaimIdleMs: 60_000, eventsMaxDeliveries: 5, eventsConsumer: true })
 })
 
 t.test('explicit values', async (t) => {
@@ -47,6 +48,12 @@ t.test('every bad value is named with what it accepts', async (t) => {
     [{ PURGE_TARGETS: 'akamai' }, /PURGE_TARGETS: "akamai" is not one of varnish, fastly, cloudflare/],
     [{ PURGE_TARGETS: 'fastly' }, /FASTLY_SERVICE_ID: required when PURGE_TARGETS includes fastly/],
     [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN=.*expected at least 16 printable characters/],
+    [{ EVENTS_STREAM_MAXLEN: '10' }, /EVENTS_STREAM_MAXLEN="10": expected an integer from 1000 to 1000000000/],
+    [{ EVENTS_RATE_LIMIT_PER_MINUTE: '0' }, /EVENTS_RATE_LIMIT_PER_MINUTE="0": expected an integer from 1/],
+    [{ EVENTS_BATCH_SIZE: '5000' }, /EVENTS_BATCH_SIZE="5000": expected an integer from 1 to 1000/],
+    [{ EVENTS_CLAIM_IDLE_MS: '1' }, /EVENTS_CLAIM_IDLE_MS="1": expected an integer from 50/],
+    [{ EVENTS_MAX_DELIVERIES: '0' }, /EVENTS_MAX_DELIVERIES="0": expected an integer from 1 to 100/],
+    [{ EVENTS_CONSUMER: 'sometimes' }, /EVENTS_CONSUMER="sometimes": expected true or false/],
   ]
   for (const [env, message] of table) {
     t.throws(() => loadConfig(env), message, JSON.stringify(env))

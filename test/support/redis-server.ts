@@ -45,7 +45,8 @@ export async function privateRedis(t: { teardown(fn: () => unknown): void }): Pr
       throw new Error(`redis-server did not start on port ${port} (is the redis-server binary installed?)`)
     },
     async kill() {
-      if (child === undefined || child.exitCode !== null) return
+      // A child killed by a signal has a signalCode and no exitCode: either means it is gone.
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
       const exited = new Promise((resolve) => child!.once('exit', resolve))
       child.kill('SIGKILL')
       await exited
