@@ -32,7 +32,9 @@ t.test('one JSON line per request: request id, route, status, cache result, dura
   lines.length = 0
   await app.inject({ url: '/crm/dentists/austin' })
   t.match(lines, [{ msg: 'request', cache: 'HIT-L1', status: 200 }])
-  t.match(lines[0]!.reqId, /^[0-9a-f-]{36}$/, 'a generated id when the CDN sends none')
+  t.match(lines[0]!.reqId, /^[0-9a-z]+-[0-9a-z]+-[0-9a-z]+$/, 'a generated id (process prefix and counter) when the CDN sends none')
+  await app.inject({ url: '/crm/dentists/austin' })
+  t.not(lines[1]!.reqId, lines[0]!.reqId, 'each request its own id')
 
   lines.length = 0
   await app.inject({ method: 'POST', url: '/admin/purge', headers: { authorization: `Bearer ${token}` }, payload: { paths: ['/crm'] } })
