@@ -44,20 +44,20 @@ function consumerConnection(redis: Redis | Cluster, commandTimeoutMs: number): R
 
 async function eventsPlugin(app: FastifyInstance): Promise<void> {
   const { config } = app
-  const redis = app.redis
+  const redis = app.eventsRedis
   const keys = eventStreamKeys(config.redisKeyPrefix)
   let accepted = 0
   let consumer: EngagementConsumer | undefined
 
   if (redis === null) {
-    app.log.info('REDIS_URL=off: POST /events answers 503 and no engagement consumer runs')
+    app.log.info('REDIS_URL=off and no EVENTS_REDIS_URL: POST /events answers 503 and no engagement consumer runs')
   } else if (!config.eventsConsumer) {
     app.log.info('EVENTS_CONSUMER=off: this instance accepts events, other instances aggregate them')
   } else {
     // Opened once the app is ready: a boot that fails later never runs onClose, and must leave nothing open.
     app.addHook('onReady', async () => {
       const connection = consumerConnection(redis, Math.min(2_000, config.eventsClaimIdleMs) + 5_000)
-      connection.on('error', () => undefined) // the shared client already logs Redis being down
+      connection.on('error', () => undefined) // the client it duplicates already logs Redis being down
       const consumerName = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
       consumer = new EngagementConsumer({
         redis: connection,
@@ -95,7 +95,7 @@ async function eventsPlugin(app: FastifyInstance): Promise<void> {
       return id
     },
     async stats() {
-      if (redis === null) throw new DomainError('UNAVAILABLE', 'the event stream is off (REDIS_URL=off)')
+      if (redis === null) throw new DomainError('UNAVAILABLE', 'the event stream is off (REDIS_URL=off and no EVENTS_REDIS_URL)')
       try {
         return await streamStats(redis, keys)
       } catch (err) {

@@ -1,5 +1,8 @@
-// Redis client, failing open: short command timeouts, no offline queue, bounded reconnects.
+// Redis clients, failing open: short command timeouts, no offline queue, bounded reconnects.
 // With Redis off or down the origin keeps serving from L1 and PostgreSQL and says so in /health/ready.
+// `app.redis` holds the page cache, pub/sub and rate limits; `app.eventsRedis` the engagement stream,
+// which is the same client unless EVENTS_REDIS_URL gives the stream a Redis of its own (one that never
+// evicts: a cache Redis under allkeys-lru may evict the stream, and with it events already accepted).
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
@@ -9,16 +12,19 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** null when REDIS_URL=off; a Cluster when REDIS_CLUSTER_NODES is set. */
     redis: Redis | Cluster | null
+    /** The engagement stream's Redis: its own client when EVENTS_REDIS_URL is set, else `app.redis`. */
+    eventsRedis: Redis | Cluster | null
   }
 }
 
-async function redisPlugin(app: FastifyInstance): Promise<void> {
-  const { redisUrl, redisClusterNodes, redisCommandTimeoutMs, redisKeyPrefix } = app.config
-  if (redisUrl === undefined && redisClusterNodes === undefined) {
-    app.decorate('redis', null)
-    app.log.info('REDIS_URL=off: running on the in-process cache alone')
-    return
-  }
+type Target = { url: string; clusterNodes?: undefined } | { url?: undefined; clusterNodes: Array<{ host: string; port: number }> }
+
+/**
+ * Opens one fail-open client. `role` names it in the logs ("redis unavailable (cache)"). The connection
+ * errors of a client that keeps failing are logged once a minute, counted on every event.
+ */
+async function openClient(app: FastifyInstance, target: Target, role: string): Promise<Redis | Cluster> {
+  const { redisCommandTimeoutMs, redisKeyPrefix } = app.config
   const options: RedisOptions = {
     keyPrefix: redisKeyPrefix,
     lazyConnect: true,
@@ -29,9 +35,9 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
     retryStrategy: (attempt) => Math.min(attempt * 200, 5_000), // keep reconnecting, at most every 5 s
   }
   const redis =
-    redisClusterNodes === undefined
-      ? new Redis(redisUrl!, options)
-      : new Cluster(redisClusterNodes, {
+    target.clusterNodes === undefined
+      ? new Redis(target.url, options)
+      : new Cluster(target.clusterNodes, {
           keyPrefix: redisKeyPrefix,
           lazyConnect: true,
           enableOfflineQueue: false,
@@ -46,19 +52,33 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
     const now = Date.now()
     if (now - lastErrorLog > 60_000) {
       lastErrorLog = now
-      app.log.warn({ err }, 'redis unavailable; serving from the in-process cache and PostgreSQL')
+      app.log.warn({ err, role }, `redis unavailable (${role})`)
     }
   })
-  redis.on('ready', () => app.log.info('redis connected'))
+  redis.on('ready', () => app.log.info({ role }, `redis connected (${role})`))
   try {
     await redis.connect()
   } catch (err) {
-    app.log.warn({ err }, 'redis unreachable at start; running degraded until it comes back')
+    app.log.warn({ err, role }, `redis unreachable at start (${role}); running degraded until it comes back`)
   }
-  app.decorate<Redis | Cluster | null>('redis', redis)
   app.addHook('onClose', async () => {
     redis.disconnect()
   })
+  return redis
+}
+
+async function redisPlugin(app: FastifyInstance): Promise<void> {
+  const { redisUrl, redisClusterNodes, eventsRedisUrl } = app.config
+  let redis: Redis | Cluster | null = null
+  if (redisClusterNodes !== undefined) {
+    redis = await openClient(app, { clusterNodes: redisClusterNodes }, 'cache')
+  } else if (redisUrl !== undefined) {
+    redis = await openClient(app, { url: redisUrl }, 'cache')
+  } else {
+    app.log.info('REDIS_URL=off: running on the in-process cache alone')
+  }
+  app.decorate<Redis | Cluster | null>('redis', redis)
+  app.decorate<Redis | Cluster | null>('eventsRedis', eventsRedisUrl === undefined ? redis : await openClient(app, { url: eventsRedisUrl }, 'events'))
 }
 
 export default fp(redisPlugin, { name: 'redis', dependencies: ['config', 'metrics'] })

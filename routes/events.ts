@@ -38,7 +38,7 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     global: false,
     // Shared across instances when Redis is there; a Redis failure lets requests through (they then
     // meet the stream's own 503) rather than failing them with the limiter's error.
-    redis: app.redis ?? undefined,
+    redis: app.redis ?? app.eventsRedis ?? undefined,
     nameSpace: 'events-rate-limit:',
     skipOnError: true,
     errorResponseBuilder: (_request, context) =>

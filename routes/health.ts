@@ -20,7 +20,17 @@ const Check = Type.Object({
   detail: Type.Optional(Type.String()),
 })
 
+/** `events` appears only when the stream has a Redis of its own (EVENTS_REDIS_URL). */
+const Checks = Type.Object({ database: Check, migrations: Check, redis: Check, events: Type.Optional(Check) })
+
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const ping = (client: NonNullable<typeof app.redis>, what: string, degraded: string) =>
+    withTimeout(client.ping(), CHECK_TIMEOUT_MS, what).then(
+      () => ({ status: 'ok' as const }),
+      (err: Error) => ({ status: 'degraded' as const, detail: `${err.message}; ${degraded}` }),
+    )
+  const separateEvents = app.eventsRedis !== null && app.eventsRedis !== app.redis ? app.eventsRedis : null
+
   app.get(
     '/health/live',
     {
@@ -40,17 +50,17 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       logLevel: 'warn',
       schema: {
         tags: ['health'],
-        summary: 'Readiness: database, migrations and Redis',
+        summary: 'Readiness: database, migrations and Redis (and the events Redis when it is separate)',
         response: {
-          '2xx': Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]), checks: Type.Object({ database: Check, migrations: Check, redis: Check }) }),
-          503: Type.Object({ status: Type.Literal('fail'), checks: Type.Object({ database: Check, migrations: Check, redis: Check }) }),
+          '2xx': Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]), checks: Checks }),
+          503: Type.Object({ status: Type.Literal('fail'), checks: Checks }),
         },
       },
     },
     async (_request, reply) => {
       reply.header('cache-control', 'no-store')
       const { db } = app.database
-      const [database, migrations, redis] = await Promise.all([
+      const [database, migrations, redis, events] = await Promise.all([
         withTimeout(sql`select 1`.execute(db), CHECK_TIMEOUT_MS, 'PostgreSQL').then(
           () => ({ status: 'ok' as const }),
           (err: Error) => ({ status: 'fail' as const, detail: err.message }),
@@ -61,16 +71,15 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ),
         app.redis === null
           ? Promise.resolve({ status: 'off' as const, detail: 'REDIS_URL=off' })
-          : withTimeout(app.redis.ping(), CHECK_TIMEOUT_MS, 'Redis').then(
-              () => ({ status: 'ok' as const }),
-              (err: Error) => ({ status: 'degraded' as const, detail: `${err.message}; serving from the in-process cache` }),
-            ),
+          : ping(app.redis, 'Redis', 'serving from the in-process cache'),
+        separateEvents === null ? Promise.resolve(undefined) : ping(separateEvents, 'the events Redis', 'POST /events answers 503'),
       ])
-      const checks = { database, migrations, redis }
+      const checks = events === undefined ? { database, migrations, redis } : { database, migrations, redis, events }
       if (database.status === 'fail' || migrations.status === 'fail') {
         return reply.code(503).send({ status: 'fail' as const, checks })
       }
-      return { status: redis.status === 'degraded' ? ('degraded' as const) : ('ok' as const), checks }
+      const degraded = redis.status === 'degraded' || events?.status === 'degraded'
+      return { status: degraded ? ('degraded' as const) : ('ok' as const), checks }
     },
   )
 }

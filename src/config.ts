@@ -26,6 +26,8 @@ export interface Config {
   redisUrl: string | undefined
   /** host:port seeds of a Redis Cluster; when set, ioredis Cluster is used instead of REDIS_URL. */
   redisClusterNodes: Array<{ host: string; port: number }> | undefined
+  /** The engagement stream's own Redis (one that never evicts); undefined: the stream shares the cache's Redis. */
+  eventsRedisUrl: string | undefined
   redisKeyPrefix: string
   redisCommandTimeoutMs: number
   cdnFlavour: CdnFlavour
@@ -249,6 +251,7 @@ export function loadConfig(env: Env = process.env): Config {
     seedDemo: read.boolean('SEED_DEMO', embedded),
     redisUrl,
     redisClusterNodes: parseNodes(read),
+    eventsRedisUrl: read.url('EVENTS_REDIS_URL', ['redis:', 'rediss:'], undefined, 'redis://host:6379[/db] or rediss://... (unset: the stream shares REDIS_URL)'),
     redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'vo:', /^[\w:.{}-]{1,64}$/, 'up to 64 letters, digits or : . _ - { }'),
     redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 50, 5, 10_000),
     cdnFlavour: read.oneOf('CDN_FLAVOUR', CDN_FLAVOURS, 'generic'),

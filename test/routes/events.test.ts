@@ -127,3 +127,48 @@ t.test('Redis switched off: 503, and no consumer', async (t) => {
   t.equal(off.events.consuming, false)
   await t.rejects(off.events.stats(), { code: 'UNAVAILABLE', message: /REDIS_URL=off/ })
 })
+
+t.test('EVENTS_REDIS_URL: the stream lives in a Redis of its own, apart from the cache', async (t) => {
+  const streamRedis = await privateRedis(t)
+  const eventsPrefix = `vo-test-${process.pid}-events-own:`
+  const own = await buildTestApp(t, { REDIS_KEY_PREFIX: eventsPrefix, EVENTS_REDIS_URL: streamRedis.url, EVENTS_CLAIM_IDLE_MS: '200', ...sharedDatabase })
+  t.not(own.eventsRedis, own.redis, 'a client of its own')
+  const direct = new Redis(streamRedis.url)
+  t.teardown(() => direct.disconnect())
+
+  const res = await own.inject({ method: 'POST', url: '/events', headers: client(), payload: event() })
+  t.equal(res.statusCode, 202)
+  t.equal(await direct.xlen(own.events.keys.stream), 1, 'written to the events Redis')
+  t.equal(await raw.exists(own.events.keys.stream), 0, 'not to the cache Redis')
+  await until('the consumer to count it', async () => own.events.counters().processedMessages === 1)
+  t.same(await own.events.stats(), { length: 1, lag: 0, pending: 0 })
+  t.match((await own.inject({ url: '/metrics' })).body, /variant_origin_events_stream_length 1\n/, 'the gauges read the events Redis')
+
+  const ready = await own.inject({ url: '/health/ready' })
+  t.equal(ready.statusCode, 200)
+  t.match(ready.json(), { status: 'ok', checks: { redis: { status: 'ok' }, events: { status: 'ok' } } })
+
+  // The events Redis going away takes events down (503, never 202), not pages; readiness says degraded.
+  await streamRedis.kill()
+  const refused = await own.inject({ method: 'POST', url: '/events', headers: client(), payload: event() })
+  t.equal(refused.statusCode, 503)
+  t.equal(refused.headers['retry-after'], '5')
+  const degraded = await own.inject({ url: '/health/ready' })
+  t.equal(degraded.statusCode, 200)
+  t.match(degraded.json(), { status: 'degraded', checks: { redis: { status: 'ok' }, events: { status: 'degraded', detail: /POST \/events answers 503/ } } })
+  t.equal((await own.inject({ url: '/health/ready' })).json().checks.redis.status, 'ok')
+})
+
+t.test('the stream shares the cache Redis unless EVENTS_REDIS_URL is set: readiness has no events check', async (t) => {
+  t.equal(app.eventsRedis, app.redis)
+  const ready = await app.inject({ url: '/health/ready' })
+  t.notOk('events' in ready.json().checks)
+})
+
+t.test('events on their own Redis while the cache Redis is off', async (t) => {
+  const streamRedis = await privateRedis(t)
+  const only = await buildTestApp(t, { REDIS_URL: 'off', EVENTS_REDIS_URL: streamRedis.url, EVENTS_CONSUMER: 'false', ...sharedDatabase })
+  t.equal(only.redis, null)
+  t.equal((await only.inject({ method: 'POST', url: '/events', headers: client(), payload: event() })).statusCode, 202)
+  t.match((await only.inject({ url: '/health/ready' })).json(), { status: 'ok', checks: { redis: { status: 'off' }, events: { status: 'ok' } } })
+})

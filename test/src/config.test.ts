@@ -38,6 +38,7 @@ t.test('every bad value is named with what it accepts', async (t) => {
     [{ DATABASE_URL: 'mysql://x@y/z' }, /DATABASE_URL: scheme mysql: is not accepted; expected postgres:/],
     [{ DATABASE_URL: 'not a url' }, /DATABASE_URL: not a URL/],
     [{ REDIS_URL: 'http://x' }, /REDIS_URL: scheme http: is not accepted/],
+    [{ EVENTS_REDIS_URL: 'http://x' }, /EVENTS_REDIS_URL: scheme http: is not accepted; expected redis:\/\/host:6379/],
     [{ PUBLIC_BASE_URL: 'http://www.example.test' }, /PUBLIC_BASE_URL: scheme http: is not accepted; expected an absolute https URL/],
     [{ PUBLIC_BASE_URL: 'https://www.example.test/shop' }, /PUBLIC_BASE_URL: expected an origin without path/],
     [{ CDN_FLAVOUR: 'akamia' }, /CDN_FLAVOUR="akamia": expected one of generic, varnish, fastly, cloudflare, akamai, cloudfront/],
