@@ -4,7 +4,8 @@
 // running origin (POST /admin/warm, ADMIN_TOKEN); without, it builds the origin in this process.
 
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfig } from '../src/config.ts'
+import { loadConfig } from '../src/config.ts'
+import { runCli } from '../src/cli/run-cli.ts'
 
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { top: { type: 'string' }, concurrency: { type: 'string', default: '8' }, url: { type: 'string' } } })
@@ -29,7 +30,8 @@ async function main(): Promise<number> {
     if (config.redisUrl === undefined) throw new Error('warm-up fills the shared Redis tier, and REDIS_URL is off')
     const { buildApp } = await import('../app.ts')
     const { warmUp } = await import('../src/cache/warm-up.ts')
-    const app = await buildApp({ ...config, seedDemo: false }, { logger: { level: 'warn' } })
+    // A one-shot command: no engagement consumer (it would join the group only to leave it).
+    const app = await buildApp({ ...config, seedDemo: false, eventsConsumer: false }, { logger: { level: 'warn' } })
     try {
       await app.ready()
       report = await warmUp(app.database.db, app.pages, [...app.segments().slugs], top, concurrency)
@@ -41,10 +43,4 @@ async function main(): Promise<number> {
   return 0
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`variant-origin warm: ${err instanceof ConfigError ? err.message : (err as Error).message}\n`)
-    process.exit(1)
-  },
-)
+runCli('warm', main)

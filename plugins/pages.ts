@@ -62,7 +62,10 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
 
   if (redis !== null) {
     // Subscribes as soon as Redis answers, and again after every reconnect (ioredis autoResubscribe).
-    const subscriber = redis instanceof Cluster ? redis.duplicate(undefined, { lazyConnect: false, enableOfflineQueue: true }) : redis.duplicate({ lazyConnect: false, enableOfflineQueue: true })
+    // Off the request path, so without the cache client's tens-of-ms command timeout: a SUBSCRIBE sent
+    // while the process is still busy starting must not time out and leave this instance deaf to purges.
+    const subscriberOptions = { lazyConnect: false, enableOfflineQueue: true, commandTimeout: 5_000 }
+    const subscriber = redis instanceof Cluster ? redis.duplicate(undefined, { ...subscriberOptions, redisOptions: { ...redis.options.redisOptions, commandTimeout: 5_000 } }) : redis.duplicate(subscriberOptions)
     subscriber.on('error', () => undefined) // the main client already logs Redis being down
     subscriber.on('message', (_channel: string, message: string) => {
       try {
@@ -72,8 +75,22 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
         app.log.warn({ err }, 'ignoring a malformed invalidation message')
       }
     })
-    subscriber.subscribe(channel).catch((err: unknown) => app.log.warn({ err }, 'not subscribed to invalidations yet; will retry on reconnect'))
+    // Until the first SUBSCRIBE succeeds (Redis down at start), try again every few seconds; after that
+    // ioredis resubscribes on every reconnect by itself.
+    let closed = false
+    let retry: NodeJS.Timeout | undefined
+    const subscribe = (): void => {
+      subscriber.subscribe(channel).catch((err: unknown) => {
+        if (closed) return
+        app.log.warn({ err }, 'not subscribed to invalidations yet; trying again in 2 s')
+        retry = setTimeout(subscribe, 2_000)
+        retry.unref()
+      })
+    }
+    subscribe()
     app.addHook('onClose', async () => {
+      closed = true
+      clearTimeout(retry)
       subscriber.disconnect()
     })
   }

@@ -10,8 +10,8 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { ConfigError, loadConfig, type Config } from '../config.ts'
-import { migrateToLatest, openDatabase } from '../db/database.ts'
+import { loadConfig, type Config } from '../config.ts'
+import { runCli, withDatabase } from './run-cli.ts'
 import { DomainError } from '../errors.ts'
 import { applySearchConsoleImport, performanceCsvImport, searchAnalyticsImport, type SearchConsoleImport } from '../search-console/search-console-import.ts'
 import { parseServiceAccountKey, pullSearchAnalytics } from '../search-console/live-pull.ts'
@@ -91,26 +91,10 @@ async function main(): Promise<number> {
     return 0
   }
 
-  const handle = await openDatabase(config, log)
-  try {
-    if (config.migrateOnStart) await migrateToLatest(handle.db)
-    const { changedPaths, ...result } = await applySearchConsoleImport(handle.db, input, { ...config, softPurge })
-    log.info({ changed: changedPaths.length }, 'imported into the database directly; a running origin keeps its cached pages until they expire (use --url to evict them)')
-    process.stdout.write(`${JSON.stringify(result)}\n`)
-    return 0
-  } finally {
-    await handle.close()
-  }
+  const { changedPaths, ...result } = await withDatabase(config, log, (db) => applySearchConsoleImport(db, input, { ...config, softPurge }))
+  log.info({ changed: changedPaths.length }, 'imported into the database directly; a running origin keeps its cached pages until they expire (use --url to evict them)')
+  process.stdout.write(`${JSON.stringify(result)}\n`)
+  return 0
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof ConfigError) process.stderr.write(`variant-origin gsc:import: ${err.message}\n`)
-    else if (err instanceof DomainError && Array.isArray(err.details)) {
-      const lines = (err.details as Array<{ record: number; field: string; message: string }>).map((p) => `  ${p.record < 0 ? '' : `row ${p.record}: `}${p.field}: ${p.message}`)
-      process.stderr.write(`variant-origin gsc:import: ${err.message}\n${lines.join('\n')}\n`)
-    } else process.stderr.write(`variant-origin gsc:import: ${(err as Error).message}\n`)
-    process.exit(1)
-  },
-)
+runCli('gsc:import', main)

@@ -9,7 +9,8 @@ import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { ConfigError, loadConfig } from '../config.ts'
+import { loadConfig } from '../config.ts'
+import { runCli } from './run-cli.ts'
 import { migrateToLatest, openDatabase } from '../db/database.ts'
 import { createEmbedder } from '../embeddings/create-embedder.ts'
 import { DomainError } from '../errors.ts'
@@ -149,12 +150,4 @@ async function viaDatabase(config: ReturnType<typeof loadConfig>): Promise<Sende
   return sender
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof ConfigError) process.stderr.write(`variant-origin ingest: ${err.message}\n`)
-    else if (err instanceof DomainError) process.stderr.write(`variant-origin ingest: ${err.message}${err.details === undefined ? '' : `\n${JSON.stringify(err.details, null, 2)}`}\n`)
-    else process.stderr.write(`variant-origin ingest: ${(err as Error).message}\n`)
-    process.exit(1)
-  },
-)
+runCli('ingest', main)

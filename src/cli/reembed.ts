@@ -7,13 +7,12 @@
 
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { ConfigError, loadConfig } from '../config.ts'
-import { migrateToLatest, openDatabase } from '../db/database.ts'
+import { loadConfig } from '../config.ts'
 import { type Embedder, LocalEmbedder, STORED_DIMENSIONS } from '../embeddings/embedder.ts'
 import { LOCAL_EMBEDDING_MODEL } from '../embeddings/local-embedder.ts'
 import { OpenAIEmbedder } from '../embeddings/openai-embedder.ts'
 import { reembed } from '../embeddings/reembed.ts'
-import { DomainError } from '../errors.ts'
+import { runCli, withDatabase } from './run-cli.ts'
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
 
@@ -36,22 +35,9 @@ async function main(): Promise<number> {
   } else {
     embedder = new OpenAIEmbedder({ apiKey: config.openaiApiKey, baseURL: config.openaiBaseUrl, model: values.model, dimensions, timeoutMs: config.embeddingTimeoutMs, maxRetries: config.embeddingMaxRetries })
   }
-  const handle = await openDatabase(config, log)
-  try {
-    if (config.migrateOnStart) await migrateToLatest(handle.db)
-    const progress = await reembed(handle.db, embedder, { batchSize, log, buildOnly: values['build-only'] })
-    process.stdout.write(`${JSON.stringify(progress)}\n`)
-    return 0
-  } finally {
-    await handle.close()
-  }
+  const progress = await withDatabase(config, log, (db) => reembed(db, embedder, { batchSize, log, buildOnly: values['build-only'] }))
+  process.stdout.write(`${JSON.stringify(progress)}\n`)
+  return 0
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof ConfigError || err instanceof DomainError) process.stderr.write(`variant-origin reembed: ${err.message}\n`)
-    else process.stderr.write(`variant-origin reembed: ${(err as Error).message}\n`)
-    process.exit(1)
-  },
-)
+runCli('reembed', main)
