@@ -168,6 +168,15 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
       this.inc(app.responseCache.coalesced)
     },
   })
+  new Counter({
+    name: 'variant_origin_l2_reads_coalesced_total',
+    help: 'Page lookups that shared a Redis read already in flight for the same key instead of sending their own.',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(app.pages?.l2ReadsCoalesced ?? 0)
+    },
+  })
   new Gauge({
     name: 'variant_origin_db_pool_connections',
     help: 'PostgreSQL pool connections: total open, idle, and callers waiting for one.',

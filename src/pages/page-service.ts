@@ -127,6 +127,16 @@ export class PageService {
   renders = 0
   overBudget = 0
   staleServed = 0
+  /** Lookups that shared an L2 read already in flight for the same key instead of sending their own. */
+  l2ReadsCoalesced = 0
+  /**
+   * L2 reads in flight, by key: concurrent lookups of one key (a hot page whose L1 copy just expired)
+   * share one Redis GET. Cleared by every invalidation, so a lookup that starts after a purge never
+   * joins a read sent before it.
+   */
+  private readonly l2Reads = new Map<string, Promise<CachedResponse | undefined>>()
+  /** Bumped by every invalidation: an L2 read that straddles one does not refill L1 with what it read. */
+  private invalidations = 0
   backgroundRefreshes = 0
 
   constructor(options: PageServiceOptions) {
@@ -210,14 +220,28 @@ export class PageService {
     const local = this.cache.get(key)
     const fresh = this.freshInL1(local, key, path, segment, now)
     if (fresh !== undefined) return { hit: { response: fresh, cacheResult: 'HIT-L1' }, local, shared: undefined }
-    const shared = this.l2 === null ? undefined : await this.l2.get(key)
+    const generation = this.invalidations
+    const shared = this.l2 === null ? undefined : await this.readShared(key)
     if (shared !== undefined && now < shared.freshUntil) {
       this.metrics.lookup('l2', 'hit')
-      this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
+      if (generation === this.invalidations) this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
       return { hit: { response: shared, cacheResult: 'HIT-L2' }, local, shared }
     }
     if (this.l2 !== null) this.metrics.lookup('l2', shared === undefined ? 'miss' : 'stale')
     return { hit: undefined, local, shared }
+  }
+
+  private readShared(key: string): Promise<CachedResponse | undefined> {
+    const inFlight = this.l2Reads.get(key)
+    if (inFlight !== undefined) {
+      this.l2ReadsCoalesced++
+      return inFlight
+    }
+    const read: Promise<CachedResponse | undefined> = this.l2!.get(key).finally(() => {
+      if (this.l2Reads.get(key) === read) this.l2Reads.delete(key)
+    })
+    this.l2Reads.set(key, read)
+    return read
   }
 
   /** true when there is a shared tier to ask (REDIS_URL is not off). */
@@ -384,6 +408,8 @@ export class PageService {
 
   /** L1 only: what another instance's invalidation message asks of this one. */
   evictLocal(keys: readonly string[], tags: readonly string[] = []): number {
+    this.invalidations++
+    this.l2Reads.clear()
     let evicted = 0
     for (const key of keys) if (this.cache.delete(key)) evicted++
     if (tags.length > 0) evicted += this.cache.deleteTagged(new Set(tags))

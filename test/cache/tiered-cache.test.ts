@@ -4,6 +4,8 @@
 import t from 'tap'
 import { buildTestApp } from '../helper.ts'
 import { privateRedis } from '../support/redis-server.ts'
+import { Redis } from 'ioredis'
+import { pageCacheKey } from '../../src/pages/page-service.ts'
 
 const redis = await privateRedis(t)
 const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-tier:' }
@@ -99,4 +101,37 @@ t.test('warm-up renders the top pages for every segment into L2, never over live
   const again = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20 } })
   t.match(again.json(), { warmed: 0, skipped: 80, successRate: 1 }, 'a second run finds everything fresh')
   t.equal((await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 0 } })).statusCode, 400)
+})
+
+t.test('concurrent lookups of one key share one Redis read; an invalidation splits them and keeps L1 clean', async (t) => {
+  const app = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-coalesce:' })
+  const path = '/crm/dentists/austin'
+  t.equal((await app.inject({ url: path })).headers['x-cache'], 'MISS')
+  const key = pageCacheKey(path, 'general')
+  const direct = new Redis(redis.url)
+  t.teardown(() => direct.disconnect())
+  const gets = async () => Number(/cmdstat_get:calls=(\d+)/.exec(await direct.info('commandstats'))?.[1] ?? 0)
+
+  app.pages.evictLocal([key]) // L1 forgets it; L2 still holds it
+  const before = await gets()
+  const lookups = await Promise.all(Array.from({ length: 20 }, () => app.pages.lookup(path, 'general')))
+  t.ok(lookups.every((l) => l.hit?.cacheResult === 'HIT-L2'))
+  t.equal(new Set(lookups.map((l) => l.hit!.response)).size, 1, 'one decoded entry for all of them')
+  t.equal(await gets(), before + 1, 'one GET for twenty lookups')
+  t.equal(app.pages.l2ReadsCoalesced, 19)
+  t.ok(app.pages.freshLocal(path, 'general'), 'the L2 hit refilled L1')
+  t.match((await app.inject({ url: '/metrics' })).body, /variant_origin_l2_reads_coalesced_total 19\n/)
+
+  // A purge lands while a read is in flight: later lookups send their own read, and the read that
+  // straddled the purge answers the lookups that were already waiting but never refills L1.
+  app.pages.evictLocal([key])
+  const straddling = app.pages.lookup(path, 'general')
+  app.pages.evictLocal([key])
+  const after = app.pages.lookup(path, 'general')
+  t.equal(app.pages.l2ReadsCoalesced, 19, 'the lookup after the purge did not join the earlier read')
+  const [first, second] = await Promise.all([straddling, after])
+  t.equal(first.hit?.cacheResult, 'HIT-L2')
+  t.equal(second.hit?.cacheResult, 'HIT-L2')
+  t.not(first.hit!.response, second.hit!.response, 'two reads')
+  t.equal(app.responseCache.get(key)?.response, second.hit!.response, 'L1 holds what the read after the purge got')
 })
