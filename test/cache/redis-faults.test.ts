@@ -54,3 +54,23 @@ t.test('killed, restarted, paused', async (t) => {
   }
   await until('Redis answering again after the pause', async () => (await a.inject({ url: '/health/ready' })).json().status === 'ok')
 })
+
+t.test('Redis down while an instance starts: it still hears invalidations once Redis is back', async (t) => {
+  const late = await privateRedis(t)
+  await late.kill()
+  const env = { REDIS_URL: late.url, REDIS_KEY_PREFIX: 'vo-faults-late:' }
+  const a = await buildTestApp(t, env)
+  const path = '/crm/dentists/austin'
+  t.equal((await a.inject({ url: path })).statusCode, 200, 'served while Redis is down')
+  t.ok(a.pages.freshLocal(path, 'general'), 'in L1')
+  // Down for longer than the subscriber's 5 s command timeout, so its first SUBSCRIBE fails.
+  await new Promise((resolve) => setTimeout(resolve, 6_000))
+  await late.start()
+  const b = await buildTestApp(t, { ...env, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1', SEED_DEMO: 'false' })
+  const deadline = Date.now() + 15_000
+  while (a.pages.freshLocal(path, 'general') !== undefined && Date.now() < deadline) {
+    await b.pages.purge([path], [])
+    await new Promise((resolve) => setTimeout(resolve, 250))
+  }
+  t.equal(a.pages.freshLocal(path, 'general'), undefined, "a purge on the other instance evicted this one's L1 copy")
+})
