@@ -249,10 +249,11 @@ embedded PostgreSQL's single session; this is what the caches above keep the CDN
 
 bentocache was measured for the L1 hit separately: see bench/bentocache/RESULTS.md.
 `
-// The sitemap benchmark (bench/sitemaps.ts) writes its own section between these markers: keep it.
+// The sitemap and fault benchmarks (bench/sitemaps.ts, bench/faults.ts) write their own sections
+// between <!-- NAME:start --> and <!-- NAME:end --> markers: keep them.
 const resultsPath = fileURLToPath(new URL('./RESULTS.md', import.meta.url))
 const previous = existsSync(resultsPath) ? readFileSync(resultsPath, 'utf8') : ''
-const kept = /<!-- sitemaps:start -->[\s\S]*<!-- sitemaps:end -->/.exec(previous)?.[0]
-writeFileSync(resultsPath, kept === undefined ? report : `${report}\n${kept}\n`)
+const kept = [...previous.matchAll(/<!-- (\w+):start -->[\s\S]*?<!-- \1:end -->/g)].map((m) => m[0])
+writeFileSync(resultsPath, [report, ...kept].join('\n') + (kept.length > 0 ? '\n' : ''))
 process.stdout.write(report)
 process.exit(0)

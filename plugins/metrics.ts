@@ -145,7 +145,7 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
   })
   const staleServed = new Counter({
     name: 'variant_origin_stale_served_total',
-    help: 'Stale responses served: revalidate (stale-while-revalidate, one refresh running) or error (stale-if-error, the database failing).',
+    help: 'Stale responses served: revalidate (stale-while-revalidate, one refresh running), error (stale-if-error, the database failing) or budget (inside stale-if-error, the render overran RENDER_BUDGET_MS).',
     labelNames: ['reason'] as const,
     registers,
   })

@@ -39,7 +39,7 @@ export interface PageMetrics {
   /** One per tier consulted: hit (fresh), stale (present, past fresh), miss (absent). */
   lookup(tier: 'l1' | 'l2', result: 'hit' | 'miss' | 'stale'): void
   rendered(outcome: 'ok' | 'error', seconds: number): void
-  staleServed(reason: 'revalidate' | 'error'): void
+  staleServed(reason: 'revalidate' | 'error' | 'budget'): void
   vectorSearch(seconds: number): void
 }
 
@@ -190,14 +190,26 @@ export class PageService {
 
     const rendering = this.renderShared(key, path, segment)
     try {
-      const fallback = segment === defaultSegment ? undefined : this.cache.get(pageCacheKey(path, defaultSegment))?.response
-      if (fallback === undefined) return { response: await rendering, cacheResult: 'MISS' }
+      // What may answer if the render overruns its budget: this key's own entry while it is inside its
+      // stale-if-error window (a slow or hung database then costs the budget, not its timeouts), else,
+      // for a personalized request, the default segment's rendering; without either, the request waits.
+      const staleCopy = known !== undefined && now < known.staleUntil ? known : undefined
+      const fallback = staleCopy !== undefined || segment === defaultSegment ? undefined : this.cache.get(pageCacheKey(path, defaultSegment))?.response
+      if (staleCopy === undefined && fallback === undefined) return { response: await rendering, cacheResult: 'MISS' }
       const result = await withinBudget(rendering, this.settings.renderBudgetMs)
       if (result !== OVER_BUDGET) return { response: result, cacheResult: 'MISS' }
       this.overBudget++
+      if (staleCopy !== undefined) {
+        // Expected while the database is slow or down (counted, not logged per request); the render goes
+        // on and refills the caches if it succeeds, and never replaces the entry if it fails.
+        rendering.catch(() => undefined)
+        this.staleServed++
+        this.metrics.staleServed('budget')
+        return { response: staleCopy, cacheResult: 'STALE' }
+      }
       rendering.catch((err: unknown) => this.log.warn({ err, path, segment }, 'background render after the budget failed'))
       this.log.warn({ path, segment, budgetMs: this.settings.renderBudgetMs }, 'render over budget; serving the default segment rendering meanwhile')
-      return { response: this.asFallback(fallback, segment), cacheResult: 'DEFAULT' }
+      return { response: this.asFallback(fallback!, segment), cacheResult: 'DEFAULT' }
     } catch (err) {
       // stale-if-error: a failed render never replaces a good entry, and the good entry answers.
       if (known !== undefined && Date.now() < known.staleUntil && err instanceof DomainError && err.code === 'DATABASE_UNAVAILABLE') {

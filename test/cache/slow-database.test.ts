@@ -1,0 +1,68 @@
+// A hung PostgreSQL (its process stopped with SIGSTOP, so queries neither answer nor fail) under warm
+// keys past their stale-while-revalidate window: each one answers with its own stale entry once the
+// render overruns RENDER_BUDGET_MS, never with another segment's rendering and never after the
+// database's timeouts; once PostgreSQL answers again the keys are rendered fresh.
+
+import t from 'tap'
+import { readdirSync, readFileSync } from 'node:fs'
+import { buildTestApp } from '../helper.ts'
+
+/** This process's embedded PostgreSQL child (the only one: this file builds one app). */
+function embeddedPostgresPid(): number {
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      if (ppid === process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('embedded-postgres-child')) return Number(pid)
+    } catch {
+      // the process went away while we looked
+    }
+  }
+  throw new Error('no embedded PostgreSQL child process')
+}
+
+t.test('a hung database costs a warm key the render budget, and it gets its own stale entry', async (t) => {
+  const app = await buildTestApp(t, {
+    REDIS_URL: 'off',
+    ORIGIN_FRESH_SECONDS: '1',
+    STALE_WHILE_REVALIDATE_SECONDS: '1',
+    L1_TTL_SECONDS: '1',
+    RENDER_BUDGET_MS: '200',
+    DB_STATEMENT_TIMEOUT_MS: '3000',
+  })
+  const url = '/crm' // a landing page: a variant per segment
+  const general = await app.inject({ url })
+  const enterprise = await app.inject({ url, headers: { 'x-segment': 'enterprise' } })
+  t.equal(general.headers['x-cache'], 'MISS')
+  t.equal(enterprise.headers['x-cache'], 'MISS')
+  t.not(enterprise.body, general.body, 'two different renderings')
+  await new Promise((resolve) => setTimeout(resolve, 2_100)) // past fresh (1 s) and stale-while-revalidate (1 s)
+
+  const pid = embeddedPostgresPid()
+  process.kill(pid, 'SIGSTOP')
+  t.teardown(() => process.kill(pid, 'SIGCONT'))
+  try {
+    for (const [headers, warm] of [[{}, general], [{ 'x-segment': 'enterprise' }, enterprise]] as const) {
+      const started = Date.now()
+      const res = await app.inject({ url, headers })
+      const ms = Date.now() - started
+      t.equal(res.statusCode, 200)
+      t.equal(res.headers['x-cache'], 'STALE', `its own stale entry (${res.headers['x-segment']})`)
+      t.equal(res.body, warm.body, 'the same bytes as before, not the default segment')
+      t.ok(ms < 1_500, `answered after the budget, not the 3 s statement timeout (${ms} ms)`)
+    }
+    t.match((await app.inject({ url: '/metrics' })).body, /variant_origin_stale_served_total\{reason="budget"\} 2\n/)
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+
+  // PostgreSQL answers again: the key is rendered anew (the renders that overran may have failed; a
+  // failure never replaced the entry, and the next render fills the caches).
+  let fresh = await app.inject({ url })
+  for (let i = 0; i < 100 && fresh.headers['x-cache'] !== 'HIT-L1' && fresh.headers['x-cache'] !== 'MISS'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    fresh = await app.inject({ url })
+  }
+  t.match(fresh.headers['x-cache'], /^(HIT-L1|MISS)$/, `fresh again once PostgreSQL answers (${fresh.headers['x-cache']})`)
+  t.equal(fresh.statusCode, 200)
+})
