@@ -236,7 +236,8 @@ export class PageService {
     const shared = this.l2 === null ? undefined : await this.readShared(key)
     if (shared !== undefined && now < shared.freshUntil) {
       this.metrics.lookup('l2', 'hit')
-      if (generation === this.invalidations) this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
+      // Lookups that shared the read find L1 already refilled by the first of them.
+      if (generation === this.invalidations && this.cache.get(key)?.response !== shared) this.cache.set(key, shared, now + this.settings.l1TtlSeconds * 1000)
       return { hit: { response: shared, cacheResult: 'HIT-L2' }, local, shared }
     }
     if (this.l2 !== null) this.metrics.lookup('l2', shared === undefined ? 'miss' : 'stale')
