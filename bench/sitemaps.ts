@@ -5,9 +5,10 @@
 // embedded PGlite process's peak (VmHWM from /proc) when it runs. Results go between the sitemaps
 // markers of bench/RESULTS.md. Bounded: two sizes, one pass each plus a cached-boundaries pass.
 
-import { fork, type ChildProcess } from 'node:child_process'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus, loadavg } from 'node:os'
+import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Kysely, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
@@ -131,7 +132,39 @@ async function measure(pages: number, heap: Row['heap']): Promise<Row> {
   }
 }
 
+interface WriterRow {
+  pages: number
+  shards: number
+  bytes: number
+  ms: number
+  maxRss: number
+}
+
+/** `npm run sitemaps:write`, exactly as package.json runs it (V8 flags included): its own maxRSS, as it reports it. */
+async function measureWriter(pages: number): Promise<WriterRow> {
+  const out = mkdtempSync(join(tmpdir(), 'vo-sitemaps-'))
+  try {
+    const child = spawn('npm', ['run', '--silent', 'sitemaps:write', '--', '--out', out], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      env: { ...process.env, DATABASE_URL: connectionString, DB_POOL_MAX: '1', MIGRATE_ON_START: 'false', LOG_LEVEL: 'warn', DB_STATEMENT_TIMEOUT_MS: '600000' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let stdout = ''
+    child.stdout!.on('data', (chunk) => (stdout += chunk))
+    const code = await new Promise((resolve) => child.once('exit', resolve))
+    if (code !== 0) throw new Error(`sitemaps:write exited with ${code}`)
+    const report = JSON.parse(stdout) as { shards: number; bytes: number; ms: number; maxRssBytes: number }
+    let urls = 0
+    for (const name of readdirSync(join(out, 'sitemaps'))) urls += readFileSync(join(out, 'sitemaps', name), 'utf8').split('</url>').length - 1
+    if (urls !== pages) throw new Error(`sitemaps:write wrote ${urls} URLs, expected ${pages}`)
+    return { pages, shards: report.shards, bytes: report.bytes, ms: report.ms, maxRss: report.maxRssBytes }
+  } finally {
+    rmSync(out, { recursive: true, force: true })
+  }
+}
+
 const rows: Row[] = []
+const writerRows: WriterRow[] = []
 let inserted = 0
 const setup = openPool()
 await migrateToLatest(setup.db)
@@ -153,6 +186,9 @@ for (const size of SIZES) {
     console.log(JSON.stringify(row))
     rows.push(row)
   }
+  const writer = await measureWriter(size)
+  console.log(JSON.stringify(writer))
+  writerRows.push(writer)
 }
 await embedded?.stop()
 
@@ -176,6 +212,15 @@ const section = [
     if (small === undefined || large === undefined) return ''
     return `${heap} heap: time ratio ${((large.indexMs + large.shardsMs) / (small.indexMs + small.shardsMs)).toFixed(2)} for ${(large.pages / small.pages).toFixed(1)}x the pages; origin peak RSS ${mb(small.peakRss)} -> ${mb(large.peakRss)}.`
   }),
+  '',
+  `\`npm run sitemaps:write -- --out DIR\` (the same index and shards as static files, streamed the same way, in a process`,
+  `that loads only the database client; package.json runs it with ${JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).scripts['sitemaps:write'].match(/--max-[^ ]+/g).join(' ')}), peak RSS as the process reports it (\`maxRSS\`):`,
+  '',
+  '| pages | shards | bytes | ms | URLs/s | peak RSS |',
+  '|---|---|---|---|---|---|',
+  ...writerRows.map((w) => `| ${fmt(w.pages)} | ${w.shards} | ${mb(w.bytes)} | ${fmt(w.ms)} | ${fmt(w.pages / (w.ms / 1000))} | ${mb(w.maxRss)} |`),
+  '',
+  writerRows.length === 2 ? `sitemaps:write: time ratio ${(writerRows[1]!.ms / writerRows[0]!.ms).toFixed(2)} for ${(writerRows[1]!.pages / writerRows[0]!.pages).toFixed(1)}x the pages; peak RSS ${mb(writerRows[0]!.maxRss)} -> ${mb(writerRows[1]!.maxRss)}.` : '',
   '',
   `"capped" runs the same origin with V8 flags ${CAPPED_HEAP.join(' ')}: the GC then works closer to the live set,`,
   'which shows what the sitemap code holds (one batch); with default flags V8 lets garbage accumulate before collecting.',
