@@ -17,6 +17,9 @@ declare module 'fastify' {
   }
 }
 
+/** How long start waits for a Redis to be ready before running degraded without it. */
+const CONNECT_WAIT_MS = 5_000
+
 type Target = { url: string; clusterNodes?: undefined } | { url?: undefined; clusterNodes: Array<{ host: string; port: number }> }
 
 /**
@@ -56,10 +59,26 @@ async function openClient(app: FastifyInstance, target: Target, role: string): P
     }
   })
   redis.on('ready', () => app.log.info({ role }, `redis connected (${role})`))
+  // Start waits for 'ready' at most CONNECT_WAIT_MS, then runs degraded while the client keeps trying.
+  // Not connect()'s promise alone: a Cluster whose ready check fails (a node still reporting
+  // cluster_state:fail) reconnects by itself and never settles the promise connect() returned.
+  const connecting = redis.connect()
+  connecting.catch(() => undefined) // settled through the race below, or abandoned after it
+  let onReady: (() => void) | undefined
+  let timer: NodeJS.Timeout | undefined
   try {
-    await redis.connect()
+    await Promise.race([
+      connecting,
+      new Promise<void>((resolve) => redis.once('ready', (onReady = resolve))),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`not ready within ${CONNECT_WAIT_MS} ms`)), CONNECT_WAIT_MS)
+      }),
+    ])
   } catch (err) {
     app.log.warn({ err, role }, `redis unreachable at start (${role}); running degraded until it comes back`)
+  } finally {
+    clearTimeout(timer)
+    if (onReady !== undefined) redis.removeListener('ready', onReady)
   }
   app.addHook('onClose', async () => {
     redis.disconnect()
