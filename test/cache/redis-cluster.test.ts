@@ -3,7 +3,7 @@
 
 import t from 'tap'
 import { buildTestApp } from '../helper.ts'
-import { privateRedisCluster } from '../support/redis-cluster.ts'
+import { privateRedisCluster, privateUnreadyCluster } from '../support/redis-cluster.ts'
 
 const cluster = await privateRedisCluster(t)
 const env = { REDIS_CLUSTER_NODES: cluster.nodes, REDIS_KEY_PREFIX: 'vo-cluster:', ADMIN_TOKEN: 'cluster-test-token-0123456789' }
@@ -43,4 +43,23 @@ t.test('cache, stampede and purge on a Redis Cluster', async (t) => {
   t.same(await b.events.stats(), { length: 1, lag: 0, pending: 0 })
   const counted = await a.database.db.selectFrom('engagement_daily').select(['event_type', 'event_count']).orderBy('event_type').execute()
   t.same(counted.map((r) => [r.event_type, Number(r.event_count)]), [['click', 1], ['view', 1]])
+})
+
+t.test('a cluster that is not ready (cluster_state:fail) delays start by at most 5 s, then the origin runs degraded until it is', async (t) => {
+  const unready = await privateUnreadyCluster(t)
+  const started = Date.now()
+  const app = await buildTestApp(t, { REDIS_CLUSTER_NODES: unready.nodes, REDIS_KEY_PREFIX: 'vo-cluster-unready:' })
+  const startMs = Date.now() - started
+  t.ok(startMs < 20_000, `started in ${startMs} ms (ioredis's connect() alone never settles here)`)
+  const degraded = await app.inject({ url: '/health/ready' })
+  t.equal(degraded.json().status, 'degraded')
+  t.equal((await app.inject({ url: '/crm/dentists/miami' })).statusCode, 200, 'pages are served meanwhile')
+
+  unready.coverAllSlots()
+  let status = degraded.json().status
+  for (let i = 0; i < 100 && status !== 'ok'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    status = (await app.inject({ url: '/health/ready' })).json().status
+  }
+  t.equal(status, 'ok', 'ready once the cluster is')
 })

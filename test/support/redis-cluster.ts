@@ -46,3 +46,27 @@ export async function privateRedisCluster(t: { teardown(fn: () => unknown): void
   }
   throw new Error('the Redis Cluster did not reach cluster_state:ok')
 }
+
+/**
+ * One cluster-enabled redis-server owning only half the hash slots, so it reports cluster_state:fail
+ * (a cluster still forming, or one that lost a master) until `coverAllSlots()` assigns the rest.
+ */
+export async function privateUnreadyCluster(t: { teardown(fn: () => unknown): void }): Promise<{ nodes: string; coverAllSlots(): void }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vo-redis-unready-'))
+  const [port] = await pickPorts(1)
+  // announce-ip: a lone node that never met another lists its slots with no address, which no client can use.
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-announce-ip', '127.0.0.1', '--cluster-config-file', 'nodes.conf', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' })
+  t.teardown(async () => {
+    await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : (child.once('exit', resolve), child.kill('SIGKILL'))))
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const cli = (...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8', timeout: 20_000 })
+  for (let i = 0; i < 100 && cli('ping').stdout.trim() !== 'PONG'; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  if (cli('cluster', 'addslotsrange', '0', '8191').stdout.trim() !== 'OK') throw new Error('could not assign the first half of the slots')
+  return {
+    nodes: `127.0.0.1:${port}`,
+    coverAllSlots: () => {
+      if (cli('cluster', 'addslotsrange', '8192', '16383').stdout.trim() !== 'OK') throw new Error('could not assign the second half of the slots')
+    },
+  }
+}
