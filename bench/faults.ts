@@ -7,11 +7,12 @@
 
 import autocannon from 'autocannon'
 import { fork, type ChildProcess } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import type { IncomingHttpHeaders } from 'node:http'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { startEmbeddedPostgres } from '../src/db/embedded-postgres.ts'
+import { embeddedPostgresPid } from '../test/support/processes.ts'
 import { privateRedis } from '../test/support/redis-server.ts'
 
 const CONNECTIONS_PER_INSTANCE = Number(process.env.BENCH_CONNECTIONS ?? 20)
@@ -24,20 +25,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const cleanups: Array<() => unknown> = []
 const redis = await privateRedis({ teardown: (fn) => cleanups.push(fn) })
 const database = await startEmbeddedPostgres('memory://')
-
-/** The embedded PostgreSQL's process (a child of this one), found in /proc, to pause and resume. */
-function pglitePid(): number {
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (ppid === process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('embedded-postgres-child')) return Number(pid)
-    } catch {
-      // gone while we looked
-    }
-  }
-  throw new Error('the embedded PostgreSQL process was not found')
-}
 
 const ORIGIN_ENV = {
   DATABASE_URL: database.connectionString,
@@ -82,7 +69,8 @@ interface Phase {
   seconds: number
   begin?: () => unknown
 }
-const pgPid = pglitePid()
+const pgPid = embeddedPostgresPid()
+if (pgPid === undefined) throw new Error('the embedded PostgreSQL process was not found')
 const phases: Phase[] = [
   { name: 'healthy', seconds: 6 },
   { name: 'Redis killed', seconds: 6, begin: () => redis.kill() },

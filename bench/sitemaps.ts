@@ -14,6 +14,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
 import { migrateToLatest } from '../src/db/database.ts'
 import { startEmbeddedPostgres } from '../src/db/embedded-postgres.ts'
+import { embeddedPostgresPid } from '../test/support/processes.ts'
 
 const SIZES = (process.env.BENCH_SITEMAP_SIZES ?? '250000,1000000').split(',').map(Number)
 const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url))
@@ -31,18 +32,14 @@ function openPool(): { pool: pg.Pool; db: Kysely<any> } {
 
 /** Peak RSS of the embedded PGlite process (a child of this one), from /proc; undefined elsewhere. */
 function pgliteHighWaterMark(): number | undefined {
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (ppid !== process.pid || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('embedded-postgres-child')) continue
-      const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-      return hwm === null ? undefined : Number(hwm[1]) * 1024
-    } catch {
-      // the process went away while we looked
-    }
+  const pid = embeddedPostgresPid()
+  if (pid === undefined) return undefined
+  try {
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return hwm === null ? undefined : Number(hwm[1]) * 1024
+  } catch {
+    return undefined // the process went away while we looked
   }
-  return undefined
 }
 
 /** V8 flags of the heap-capped run: a small old space and young generation, so the GC keeps RSS near the live set. */

@@ -4,22 +4,8 @@
 // database's timeouts; once PostgreSQL answers again the keys are rendered fresh.
 
 import t from 'tap'
-import { readdirSync, readFileSync } from 'node:fs'
 import { buildTestApp } from '../helper.ts'
-
-/** This process's embedded PostgreSQL child (the only one: this file builds one app). */
-function embeddedPostgresPid(): number {
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (ppid === process.pid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('embedded-postgres-child')) return Number(pid)
-    } catch {
-      // the process went away while we looked
-    }
-  }
-  throw new Error('no embedded PostgreSQL child process')
-}
+import { embeddedPostgresPid } from '../support/processes.ts'
 
 t.test('a hung database costs a warm key the render budget, and it gets its own stale entry', async (t) => {
   const app = await buildTestApp(t, {
@@ -38,7 +24,9 @@ t.test('a hung database costs a warm key the render budget, and it gets its own 
   t.not(enterprise.body, general.body, 'two different renderings')
   await new Promise((resolve) => setTimeout(resolve, 2_100)) // past fresh (1 s) and stale-while-revalidate (1 s)
 
+  // This file builds one app: the only embedded PostgreSQL child of this process is its database.
   const pid = embeddedPostgresPid()
+  if (pid === undefined) throw new Error('no embedded PostgreSQL child process')
   process.kill(pid, 'SIGSTOP')
   t.teardown(() => process.kill(pid, 'SIGCONT'))
   try {

@@ -2,7 +2,6 @@
 // their lines before anything is written, and the live pull sent through a running origin (--url).
 
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -11,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { sql } from 'kysely'
 import { migrateToLatest, openDatabase } from '../../src/db/database.ts'
 import { buildTestApp } from '../helper.ts'
+import { runScript } from '../support/processes.ts'
 import { startFakeSearchConsole } from '../support/fake-search-console.ts'
 
 const cli = fileURLToPath(new URL('../../src/cli/gsc-import.ts', import.meta.url))
@@ -18,16 +18,7 @@ const work = mkdtempSync(path.join(tmpdir(), 'vo-gsc-'))
 t.teardown(() => rmSync(work, { recursive: true, force: true }))
 const TOKEN = 'cli-test-token-0123456789'
 
-function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...process.execArgv, cli, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', PUBLIC_BASE_URL: 'https://www.example.test', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c) => (stdout += c))
-    child.stderr.on('data', (c) => (stderr += c))
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const run = (args: string[], env: Record<string, string>) => runScript(cli, args, { PUBLIC_BASE_URL: 'https://www.example.test', ...env })
 
 t.test('usage', async (t) => {
   const result = await run([], { REDIS_URL: 'off' })

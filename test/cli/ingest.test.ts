@@ -2,28 +2,19 @@
 // into the database directly, or through a running origin's admin API.
 
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openDatabase } from '../../src/db/database.ts'
 import { buildTestApp } from '../helper.ts'
+import { runScript } from '../support/processes.ts'
 
 const cli = fileURLToPath(new URL('../../src/cli/ingest.ts', import.meta.url))
 const work = mkdtempSync(path.join(tmpdir(), 'vo-ingest-'))
 t.teardown(() => rmSync(work, { recursive: true, force: true }))
 
-function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...process.execArgv, cli, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c) => (stdout += c))
-    child.stderr.on('data', (c) => (stderr += c))
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const run = (args: string[], env: Record<string, string>) => runScript(cli, args, env)
 
 const ndjson = (records: object[]) => records.map((r) => JSON.stringify(r)).join('\n') + '\n'
 const good = [
