@@ -10,15 +10,26 @@ export interface CliResult {
   stderr: string
 }
 
-/** Runs a TypeScript entry point under this Node (and its loader flags) to its exit; LOG_LEVEL=warn unless env says otherwise. */
-export function runScript(entry: string, args: string[], env: Record<string, string>): Promise<CliResult> {
+/**
+ * Runs a TypeScript entry point under this Node (and its loader flags) to its exit; LOG_LEVEL=warn
+ * unless env says otherwise. A run that has not exited after `timeoutMs` is killed and reported with
+ * what it printed so far, so a hang fails its own assertion instead of the whole file's timeout.
+ */
+export function runScript(entry: string, args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...process.execArgv, entry, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c) => (stdout += c))
     child.stderr.on('data', (c) => (stderr += c))
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
+    const timer = setTimeout(() => {
+      stderr += `\n[killed: no exit within ${timeoutMs} ms]`
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
   })
 }
 
