@@ -4,18 +4,12 @@
 import t from 'tap'
 import { buildTestApp } from '../helper.ts'
 import { privateRedis } from '../support/redis-server.ts'
+import { until as waitUntil } from '../support/until.ts'
 
 const redis = await privateRedis(t)
 const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-faults:' }
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await check()) return
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
+const until = (what: string, check: () => boolean | Promise<boolean>) => waitUntil(what, check, { timeoutMs: 15_000, intervalMs: 100 })
 
 t.test('killed, restarted, paused', async (t) => {
   const a = await buildTestApp(t, env)

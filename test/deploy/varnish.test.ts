@@ -14,6 +14,7 @@ import { DEMO_SEGMENTS, demoPages, demoVariants } from '../../src/demo/demo-site
 import { sharedTtlForPage } from '../../src/http/cache-policy.ts'
 import { TRACKING_PARAMS } from '../../src/http/url-normalize.ts'
 import { outboxDepth } from '../../src/purge/purge-outbox.ts'
+import { until as waitUntil } from '../support/until.ts'
 
 const TOKEN = 'varnish-test-admin-token-0123456789'
 /** Short, so the test can step past stale-while-revalidate into the stale-if-error window. */
@@ -44,13 +45,7 @@ function request(baseUrl: string, path: string, options: { method?: string; head
 const varnishIds = (reply: Reply): number => String(reply.headers['x-varnish'] ?? '').split(' ').filter((id) => id !== '').length
 
 /** Generous bounds: they only matter on a machine too busy to answer quickly, never on a pass. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
+const until = (what: string, check: () => boolean | Promise<boolean>) => waitUntil(what, check, { timeoutMs: 30_000 })
 
 const varnishd = findVarnishd()
 if (varnishd === undefined) {

@@ -9,21 +9,14 @@ import { buildTestApp, TEST_REDIS_URL } from '../helper.ts'
 import { encodeStreamEntry, type EngagementEvent } from '../../src/events/engagement-event.ts'
 import { pruneStreamReceipts, recordEngagement } from '../../src/events/engagement-repository.ts'
 import { CONSUMER_GROUP, eventStreamKeys, streamStats } from '../../src/events/event-stream.ts'
+import { until as waitUntil } from '../support/until.ts'
 
 const prefix = `vo-test-${process.pid}-consumer:`
 const keys = eventStreamKeys(prefix)
 const raw = new Redis(TEST_REDIS_URL)
 tap.teardown(() => raw.disconnect())
 
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    // Errors count as not yet (the group may not exist until the consumer starts).
-    if (await Promise.resolve().then(check).catch(() => false)) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
+const until = (what: string, check: () => boolean | Promise<boolean>) => waitUntil(what, check, { timeoutMs: 15_000, errorsMeanNotYet: true })
 
 // One database (with the demo pages) for every instance, as in production; this instance only accepts.
 const host = await buildTestApp(tap, { REDIS_KEY_PREFIX: prefix, EVENTS_CONSUMER: 'false' })

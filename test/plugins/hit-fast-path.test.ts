@@ -1,7 +1,7 @@
-import { Writable } from 'node:stream'
 import t from 'tap'
 import { buildApp, loggerOptions } from '../../app.ts'
 import { testConfig } from '../helper.ts'
+import { captureLogLines } from '../support/log-lines.ts'
 
 const PAGE = '/crm/dentists/austin'
 /** Headers that belong to the connection, not to the response the origin chose. */
@@ -12,13 +12,7 @@ const responseHeaders = (headers: Headers | Record<string, unknown>): Record<str
 }
 
 t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify route answers them', async (t) => {
-  const lines: Array<Record<string, unknown>> = []
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>)
-      done()
-    },
-  })
+  const { lines, stream } = captureLogLines()
   const config = testConfig({ REDIS_URL: 'off', LOG_LEVEL: 'info' })
   const app = await buildApp(config, { logger: { ...(loggerOptions(config, false) as object), stream } })
   t.teardown(() => app.close())

@@ -1,16 +1,10 @@
-import { Writable } from 'node:stream'
 import t from 'tap'
 import { buildApp, loggerOptions } from '../../app.ts'
 import { testConfig } from '../helper.ts'
+import { captureLogLines } from '../support/log-lines.ts'
 
 t.test('one JSON line per request: request id, route, status, cache result, duration; no secrets', async (t) => {
-  const lines: Array<Record<string, unknown>> = []
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>)
-      done()
-    },
-  })
+  const { lines, stream } = captureLogLines()
   const token = 'log-test-admin-token-0123456789'
   // Redis off: a Redis timeout warning on a loaded machine would be a second line.
   const config = testConfig({ ADMIN_TOKEN: token, LOG_LEVEL: 'info', REDIS_URL: 'off' })

@@ -6,6 +6,7 @@ import { Redis } from 'ioredis'
 import { buildTestApp, TEST_REDIS_URL } from '../helper.ts'
 import { privateRedis } from '../support/redis-server.ts'
 import { EVENTS_BODY_LIMIT } from '../../routes/events.ts'
+import { until as waitUntil } from '../support/until.ts'
 
 const prefix = `vo-test-${process.pid}-events-route:`
 // The consumer is off here: these tests read what the route wrote, before anything consumes it.
@@ -16,14 +17,7 @@ const raw = new Redis(TEST_REDIS_URL)
 t.teardown(() => raw.disconnect())
 const streamLength = () => raw.xlen(app.events.keys.stream)
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await check()) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
+const until = (what: string, check: () => boolean | Promise<boolean>) => waitUntil(what, check, { timeoutMs: 10_000 })
 
 let address = 0
 /** A fresh client address per test, so the rate limit of one test does not spill into another. */
