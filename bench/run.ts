@@ -133,7 +133,7 @@ async function renders(child: ChildProcess): Promise<number> {
 const stampedeA = await start('./origin-server.ts', { DATA_DIR: 'memory://', REDIS_URL, REDIS_KEY_PREFIX: `${prefix}stampede:`, LOG_LEVEL: 'warn' })
 const stampedeB = await start('./origin-server.ts', { DATABASE_URL: stampedeA.message.databaseUrl!, DB_POOL_MAX: '1', REDIS_URL, REDIS_KEY_PREFIX: `${prefix}stampede:`, LOG_LEVEL: 'warn' })
 const stampedeRows: string[] = []
-for (const [n, cold] of ['/helpdesk/gyms/miami', '/crm/schools/denver', '/payroll/clinics/dallas'].entries()) {
+for (const cold of ['/helpdesk/gyms/miami', '/crm/schools/denver', '/payroll/clinics/dallas']) {
   const [beforeA, beforeB] = [await renders(stampedeA.child), await renders(stampedeB.child)]
   const statuses = await Promise.all(Array.from({ length: 500 }, (_, i) => fetch(`${(i % 2 === 0 ? stampedeA : stampedeB).message.address}${cold}`).then((r) => r.status)))
   const [afterA, afterB] = [await renders(stampedeA.child), await renders(stampedeB.child)]

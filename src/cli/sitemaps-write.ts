@@ -5,8 +5,7 @@
 // Every file is written under a temporary name and renamed into place, the index last, so a reader
 // never sees a half-written file or an index naming a shard that is not there yet.
 
-import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
