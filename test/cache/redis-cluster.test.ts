@@ -2,7 +2,10 @@
 // by two instances, one render per cold key, purge by tag across slots, pub/sub invalidation.
 
 import t from 'tap'
-import { buildTestApp } from '../helper.ts'
+import { buildApp, loggerOptions } from '../../app.ts'
+import { buildTestApp, testConfig } from '../helper.ts'
+import { captureLogLines } from '../support/log-lines.ts'
+import { until } from '../support/until.ts'
 import { privateRedisCluster, privateUnreadyCluster } from '../support/redis-cluster.ts'
 
 const cluster = await privateRedisCluster(t)
@@ -11,7 +14,15 @@ const env = { REDIS_CLUSTER_NODES: cluster.nodes, REDIS_KEY_PREFIX: 'vo-cluster:
 t.test('cache, stampede and purge on a Redis Cluster', async (t) => {
   const a = await buildTestApp(t, env)
   const b = await buildTestApp(t, { ...env, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
-  t.equal((await a.inject({ url: '/health/ready' })).json().checks.redis.status, 'ok', 'the cluster answers')
+  // One CI run's first probe, right after start, came back degraded (a ping over the 50 ms command
+  // timeout on a loaded machine, most likely; the detail was not kept). A probe is retried as an
+  // orchestrator would; a degraded answer is reported with its detail, and the cluster must answer.
+  await until('the cluster to answer /health/ready', async () => {
+    const redis = (await a.inject({ url: '/health/ready' })).json().checks.redis
+    if (redis.status !== 'ok') t.comment(`readiness probe: ${JSON.stringify(redis)}`)
+    return redis.status === 'ok'
+  }, { timeoutMs: 10_000, intervalMs: 200 })
+  t.pass('the cluster answers')
 
   const paths = ['/crm/dentists/miami', '/payroll/gyms/austin', '/helpdesk/schools/dallas', '/crm/agencies/boston']
   for (const path of paths) {
@@ -47,10 +58,15 @@ t.test('cache, stampede and purge on a Redis Cluster', async (t) => {
 
 t.test('a cluster that is not ready (cluster_state:fail) delays start by at most 5 s, then the origin runs degraded until it is', async (t) => {
   const unready = await privateUnreadyCluster(t)
-  const started = Date.now()
-  const app = await buildTestApp(t, { REDIS_CLUSTER_NODES: unready.nodes, REDIS_KEY_PREFIX: 'vo-cluster-unready:' })
-  const startMs = Date.now() - started
-  t.ok(startMs < 20_000, `started in ${startMs} ms (ioredis's connect() alone never settles here)`)
+  const { lines, stream } = captureLogLines()
+  const config = testConfig({ REDIS_CLUSTER_NODES: unready.nodes, REDIS_KEY_PREFIX: 'vo-cluster-unready:', LOG_LEVEL: 'info' })
+  const app = await buildApp(config, { logger: { ...(loggerOptions(config, false) as object), stream } })
+  t.teardown(() => app.close())
+  await app.ready() // ioredis's connect() alone never settles here: start would hang
+  // Not a wall-clock bound on the whole start (embedded PostgreSQL's start varies with the machine's
+  // load): the bounded wait is what gave up, and said so.
+  const gaveUp = lines.find((line) => line.msg === 'redis unreachable at start (cache); running degraded until it comes back')
+  t.match(gaveUp, { level: 40, err: { message: 'not ready within 5000 ms' } }, 'start waited 5 s for the cluster, then went on degraded')
   const degraded = await app.inject({ url: '/health/ready' })
   t.equal(degraded.json().status, 'degraded')
   t.equal((await app.inject({ url: '/crm/dentists/miami' })).statusCode, 200, 'pages are served meanwhile')
