@@ -9,9 +9,10 @@ import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { loadConfig } from '../config.ts'
-import { runCli } from './run-cli.ts'
-import { migrateToLatest, openDatabase } from '../db/database.ts'
+import type { Kysely } from 'kysely'
+import { loadConfig, type Config } from '../config.ts'
+import { runCli, withDatabase } from './run-cli.ts'
+import type { Database } from '../db/schema.ts'
 import { createEmbedder } from '../embeddings/create-embedder.ts'
 import { DomainError } from '../errors.ts'
 import { ingestPages, ingestSegments, ingestVariants } from '../ingest/ingest-service.ts'
@@ -90,32 +91,33 @@ async function main(): Promise<number> {
   }
   log.info({ file, segments: grouped.records.segment.length, pages: grouped.records.page.length, variants: grouped.records.variant.length, fileSegments: [...fileSegments] }, 'file valid; ingesting')
 
-  const send = values.url !== undefined ? viaApi(values.url, config.adminToken) : await viaDatabase(config)
-  try {
-    const totals: Record<string, Record<string, number>> = {}
-    for (const type of ['segment', 'page', 'variant'] as const) {
-      const all = grouped.records[type]
-      for (const [n, batch] of chunks(all, batchSize).entries()) {
-        let result: Record<string, unknown>
-        try {
-          result = await send(type, batch)
-        } catch (err) {
-          const done = n * batchSize
-          const details = err instanceof DomainError && err.details !== undefined ? ` ${JSON.stringify(err.details)}` : ''
-          throw new Error(`${type} batch ${n + 1} (records ${done + 1}-${done + batch.length}) failed; the ${done} before it were written, and a re-run skips what is unchanged: ${(err as Error).message}${details}`, { cause: err })
-        }
-        const sum = (totals[type] ??= {})
-        for (const [key, value] of Object.entries(result)) if (typeof value === 'number') sum[key] = (sum[key] ?? 0) + value
-      }
-    }
-    process.stdout.write(`${JSON.stringify(totals)}\n`)
-    return 0
-  } finally {
-    await send.close?.()
-  }
+  if (values.url !== undefined) return sendAll(grouped, batchSize, viaApi(values.url, config.adminToken))
+  return withDatabase(config, log, (db) => sendAll(grouped, batchSize, viaDatabase(db, config)))
 }
 
-type Sender = ((type: RecordType, batch: unknown[]) => Promise<Record<string, unknown>>) & { close?: () => Promise<void> }
+/** Sends every batch in file order (segments, then pages, then variants) and prints the totals. */
+async function sendAll(grouped: Grouped, batchSize: number, send: Sender): Promise<number> {
+  const totals: Record<string, Record<string, number>> = {}
+  for (const type of ['segment', 'page', 'variant'] as const) {
+    const all = grouped.records[type]
+    for (const [n, batch] of chunks(all, batchSize).entries()) {
+      let result: Record<string, unknown>
+      try {
+        result = await send(type, batch)
+      } catch (err) {
+        const done = n * batchSize
+        const details = err instanceof DomainError && err.details !== undefined ? ` ${JSON.stringify(err.details)}` : ''
+        throw new Error(`${type} batch ${n + 1} (records ${done + 1}-${done + batch.length}) failed; the ${done} before it were written, and a re-run skips what is unchanged: ${(err as Error).message}${details}`, { cause: err })
+      }
+      const sum = (totals[type] ??= {})
+      for (const [key, value] of Object.entries(result)) if (typeof value === 'number') sum[key] = (sum[key] ?? 0) + value
+    }
+  }
+  process.stdout.write(`${JSON.stringify(totals)}\n`)
+  return 0
+}
+
+type Sender = (type: RecordType, batch: unknown[]) => Promise<Record<string, unknown>>
 
 function viaApi(baseUrl: string, token: string | undefined): Sender {
   if (token === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
@@ -133,21 +135,17 @@ function viaApi(baseUrl: string, token: string | undefined): Sender {
   }
 }
 
-async function viaDatabase(config: ReturnType<typeof loadConfig>): Promise<Sender> {
-  const handle = await openDatabase(config, log)
-  if (config.migrateOnStart) await migrateToLatest(handle.db)
+function viaDatabase(db: Kysely<Database>, config: Config): Sender {
   const embedder = createEmbedder(config)
-  const sender: Sender = async (type, batch) => {
-    if (type === 'segment') return { ...(await ingestSegments(handle.db, batch)) }
+  return async (type, batch) => {
+    if (type === 'segment') return { ...(await ingestSegments(db, batch)) }
     if (type === 'page') {
-      const { affectedPaths: _paths, ...result } = await ingestPages(handle.db, embedder, batch, config.publicBaseUrl)
+      const { affectedPaths: _paths, ...result } = await ingestPages(db, embedder, batch, config.publicBaseUrl)
       return result
     }
-    const { affectedSegments: _segments, ...result } = await ingestVariants(handle.db, embedder, batch)
+    const { affectedSegments: _segments, ...result } = await ingestVariants(db, embedder, batch)
     return result
   }
-  sender.close = () => handle.close()
-  return sender
 }
 
 runCli('ingest', main)
