@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from './support/net.ts'
+import { until } from './support/until.ts'
 
 const serverEntry = fileURLToPath(new URL('../server.ts', import.meta.url))
 const dataDir = mkdtempSync(path.join(tmpdir(), 'vo-server-test-'))
 t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
-
 
 async function start(port: number): Promise<{ child: ChildProcess; logs: () => string }> {
   const child = spawn(process.execPath, [...process.execArgv, serverEntry], {
@@ -22,19 +22,26 @@ async function start(port: number): Promise<{ child: ChildProcess; logs: () => s
   let output = ''
   child.stdout?.on('data', (chunk) => (output += chunk))
   child.stderr?.on('data', (chunk) => (output += chunk))
-  const deadline = Date.now() + 60_000
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`server exited early: ${output}`)
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/health/ready`)
-      if (res.status === 200) return { child, logs: () => output }
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200))
+  try {
+    await until(
+      `the server on port ${port} to answer /health/ready with 200`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`server exited early with ${child.exitCode}`)
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(5_000) })
+          await res.arrayBuffer()
+          return res.status === 200
+        } catch {
+          return false // not listening yet
+        }
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    )
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw new Error(`${(err as Error).message}: ${output}`)
   }
-  child.kill('SIGKILL')
-  throw new Error(`server did not become ready: ${output}`)
+  return { child, logs: () => output }
 }
 
 async function stop(child: ChildProcess): Promise<number | null> {

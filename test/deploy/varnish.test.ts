@@ -271,7 +271,8 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     const before = await get('/helpdesk', { 'x-segment': 'smb' })
     t.equal(before.status, 200)
     await purge({ tags: ['v-helpdesk'], soft: true })
-    // Past stale-while-revalidate: with a healthy origin this would be fetched anew.
+    // Past stale-while-revalidate: with a healthy origin this would be fetched anew. A fixed sleep on
+    // purpose: the passage of time is the point, and asking Varnish meanwhile would refresh the object.
     await new Promise((resolve) => setTimeout(resolve, (SWR_SECONDS + 0.5) * 1000))
     const closing = app.close()
     await until('the origin to refuse connections', async () => {

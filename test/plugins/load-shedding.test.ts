@@ -1,9 +1,11 @@
 import t from 'tap'
 import { buildTestApp } from '../helper.ts'
+import { until } from '../support/until.ts'
 
+/** Blocks the event loop for `ms`, as a CPU-bound overload does: a busy loop on purpose, not a poll. */
 const busy = (ms: number): void => {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
     // the event loop is blocked, as under a CPU-bound overload
   }
 }
@@ -11,6 +13,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('over the event-loop delay threshold: 503 + Retry-After + no-store, probes exempt, then recovery', async (t) => {
   const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '100', LOAD_SHED_SAMPLE_INTERVAL_MS: '200', LOAD_SHED_RETRY_AFTER_SECONDS: '7' })
+  t.ok(app.hasDecorator('isUnderPressure'), 'a threshold set: under-pressure is registered')
   t.equal((await app.inject({ url: '/crm/dentists/austin' })).statusCode, 200, 'served while the loop is healthy')
 
   // under-pressure compares the mean of the loop-delay histogram (10 ms resolution) over each 200 ms
@@ -21,10 +24,15 @@ t.test('over the event-loop delay threshold: 503 + Retry-After + no-store, probe
   busy(3_000)
   const batch = () => Promise.all([app.inject({ url: '/crm/dentists/austin' }), app.inject({ url: '/health/live' }), app.inject({ url: '/metrics' })])
   let [shed, live, metrics] = await batch()
-  for (let i = 0; i < 60 && shed.statusCode !== 503; i++) {
-    await sleep(5);
-    [shed, live, metrics] = await batch()
-  }
+  await until(
+    'the page to be shed (503) after a 3 s event-loop stall',
+    async () => {
+      if (shed.statusCode === 503) return true
+      ;[shed, live, metrics] = await batch()
+      return shed.statusCode === 503
+    },
+    { timeoutMs: 3_000, intervalMs: 5 },
+  )
   t.equal(shed.statusCode, 503)
   t.equal(shed.headers['retry-after'], '7')
   t.equal(shed.headers['cache-control'], 'no-store', 'the CDN must not store the 503; it serves its stale copy')
@@ -33,24 +41,49 @@ t.test('over the event-loop delay threshold: 503 + Retry-After + no-store, probe
   t.equal(metrics.statusCode, 200, 'scrapes are never shed')
 
   let recovered = await app.inject({ url: '/crm/dentists/austin' })
-  for (let i = 0; i < 40 && recovered.statusCode === 503; i++) {
-    await sleep(100)
-    recovered = await app.inject({ url: '/crm/dentists/austin' })
-  }
+  await until(
+    'the page to be served again once the loop delay drops',
+    async () => {
+      if (recovered.statusCode !== 503) return true
+      recovered = await app.inject({ url: '/crm/dentists/austin' })
+      return recovered.statusCode !== 503
+    },
+    { timeoutMs: 10_000, intervalMs: 100 },
+  )
   t.equal(recovered.statusCode, 200, 'served again once the delay drops')
 })
 
 t.test('every threshold at 0 turns load shedding off', async (t) => {
-  const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0' })
+  const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0', LOAD_SHED_MAX_HEAP_USED_BYTES: '0', LOAD_SHED_MAX_RSS_BYTES: '0', LOAD_SHED_SAMPLE_INTERVAL_MS: '20' })
+  t.same(
+    [app.config.loadShedMaxEventLoopDelayMs, app.config.loadShedMaxHeapUsedBytes, app.config.loadShedMaxRssBytes],
+    [0, 0, 0],
+    'every threshold is 0, none replaced by a default',
+  )
+  // "Off" means the plugin returns before registering under-pressure at all (the other tests show the
+  // same decorator present when a threshold is set): no sampler, no onRequest hook, no 503 to give.
+  t.notOk(app.hasDecorator('isUnderPressure'), 'under-pressure is not registered')
+  t.notOk(app.hasDecorator('memoryUsage'), 'nor sampling memory')
+  // A stall and then a fixed sleep on purpose: this waits for nothing to happen (several 20 ms sample
+  // intervals in which a sampler, were there one, would have seen the stall).
   busy(400)
-  await sleep(20)
+  await sleep(100)
   t.equal((await app.inject({ url: '/crm/dentists/austin' })).statusCode, 200)
 })
 
 t.test('a memory threshold sheds too', async (t) => {
   const app = await buildTestApp(t, { REDIS_URL: 'off', LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0', LOAD_SHED_MAX_RSS_BYTES: '1024', LOAD_SHED_SAMPLE_INTERVAL_MS: '20' })
-  await sleep(60)
-  const shed = await app.inject({ url: '/crm/dentists/austin' })
+  t.ok(app.hasDecorator('isUnderPressure'), 'one threshold set: under-pressure is registered')
+  let shed = await app.inject({ url: '/crm/dentists/austin' })
+  await until(
+    'a memory sample over the 1 KiB RSS threshold to shed the page',
+    async () => {
+      if (shed.statusCode === 503) return true
+      shed = await app.inject({ url: '/crm/dentists/austin' })
+      return shed.statusCode === 503
+    },
+    { timeoutMs: 2_000, intervalMs: 10 },
+  )
   t.equal(shed.statusCode, 503)
   t.match(shed.json().message, /rssBytes/)
 })

@@ -7,6 +7,7 @@ import { startFakeCdn } from '../support/fake-cdn.ts'
 import { privateRedis } from '../support/redis-server.ts'
 import { CloudflareAdapter, FastlyAdapter, VarnishAdapter, type CdnSettings } from '../../src/purge/cdn-adapters.ts'
 import { backoffMs, deliverDuePurges, enqueuePurge, outboxDepth } from '../../src/purge/purge-outbox.ts'
+import { until } from '../support/until.ts'
 
 const cdn = await startFakeCdn()
 t.teardown(() => cdn.close())
@@ -89,17 +90,23 @@ t.test('POST /admin/purge: every instance, L2 and the CDNs, through a durable ou
   t.match(res.json(), { queued: 3 })
   t.ok(res.json().evicted >= 1, 'evicted here')
   t.not((await a.inject({ url: '/crm/gyms/boston' })).headers['x-cache'], 'HIT-L1')
+  // The eviction reaches the other instance through Redis pub/sub: poll b until its L1 copy is gone.
   let onB = await b.inject({ url: '/crm/gyms/boston' })
-  for (let i = 0; i < 40 && onB.headers['x-cache'] === 'HIT-L1'; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 25))
-    onB = await b.inject({ url: '/crm/gyms/boston' })
-  }
+  await until(
+    'the purge to evict the L1 copy on the other instance',
+    async () => {
+      if (onB.headers['x-cache'] !== 'HIT-L1') return true
+      onB = await b.inject({ url: '/crm/gyms/boston' })
+      return onB.headers['x-cache'] !== 'HIT-L1'
+    },
+    { timeoutMs: 5_000, intervalMs: 25 },
+  )
   t.not(onB.headers['x-cache'], 'HIT-L1', 'evicted on the other instance too')
   t.equal((await b.inject({ url: '/payroll/gyms/boston' })).statusCode, 200)
 
   // Wait for the first (failing) delivery, then make the retries due now rather than in seconds.
   const { db } = a.database
-  for (let i = 0; i < 50 && cdn.requests.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  await until('the first delivery attempt to reach all three CDNs', () => cdn.requests.length >= 3, { timeoutMs: 10_000, intervalMs: 50 })
   const pending = await db.selectFrom('purge_outbox').selectAll().where('status', '=', 'pending').execute()
   t.equal(pending.length, 3, 'all three still pending after the CDN outage')
   t.ok(pending.every((p) => p.attempts >= 1 && /503/.test(p.last_error ?? '')), 'each attempt and its error recorded')

@@ -8,6 +8,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { until } from './until.ts'
 
 export const VCL_PATH = fileURLToPath(new URL('../../deploy/varnish/default.vcl', import.meta.url))
 
@@ -39,18 +40,23 @@ export interface Varnish {
 }
 
 async function waitForHttp(url: string, child: ChildProcess, output: () => string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`varnishd exited with ${child.exitCode}:\n${output()}`)
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(1_000) })
-      await response.arrayBuffer()
-      if (response.status === 200) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`varnishd did not answer ${url} within ${timeoutMs} ms:\n${output()}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
+  try {
+    await until(
+      `varnishd to answer ${url} with 200`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`varnishd exited with ${child.exitCode}`)
+        try {
+          const response = await fetch(url, { signal: AbortSignal.timeout(1_000) })
+          await response.arrayBuffer()
+          return response.status === 200
+        } catch {
+          return false // not listening yet
+        }
+      },
+      { timeoutMs, intervalMs: 100 },
+    )
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (within ${timeoutMs} ms):\n${output()}`)
   }
 }
 
