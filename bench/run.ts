@@ -8,7 +8,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { deleteKeysWithPrefix } from '../src/cache/redis-keys.ts'
+import { deleteKeysWithPrefix } from '../test/support/redis-keys.ts'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)

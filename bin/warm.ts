@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config.ts'
 import { runCli } from '../src/cli/run-cli.ts'
+import { postToOrigin } from '../src/cli/admin-client.ts'
 
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { top: { type: 'string' }, concurrency: { type: 'string', default: '8' }, url: { type: 'string' } } })
@@ -18,14 +19,7 @@ async function main(): Promise<number> {
   const config = loadConfig()
   let report: unknown
   if (values.url !== undefined) {
-    if (config.adminToken === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
-    const response = await fetch(new URL('/admin/warm', values.url), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${config.adminToken}` },
-      body: JSON.stringify({ top, concurrency }),
-    })
-    report = await response.json()
-    if (!response.ok) throw new Error(`${response.status} from /admin/warm: ${JSON.stringify(report)}`)
+    report = await postToOrigin(values.url, config.adminToken, '/admin/warm', { top, concurrency })
   } else {
     if (config.redisUrl === undefined) throw new Error('warm-up fills the shared Redis tier, and REDIS_URL is off')
     const { buildApp } = await import('../app.ts')

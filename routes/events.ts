@@ -6,7 +6,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import rateLimit from '@fastify/rate-limit'
 import { EVENT_TYPES, MAX_CLOCK_SKEW_MS, MAX_EVENT_VALUE, MAX_EVENTS_PER_REQUEST, validateEventBatch } from '../src/events/engagement-event.ts'
-import { validationError } from '../src/ingest/ingest-service.ts'
+import { validationError } from '../src/errors.ts'
 import { resolveSegment } from '../src/segments/segment-resolution.ts'
 
 /** 100 events of a few hundred bytes each fit well within this. */

@@ -4,16 +4,12 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { sql } from 'kysely'
 import { pendingMigrations } from '../src/db/database.ts'
+import { withTimeout } from '../src/timeout.ts'
 
 const CHECK_TIMEOUT_MS = 1_000
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
+/** A check that does not answer within CHECK_TIMEOUT_MS fails, naming what did not answer. */
+const checked = <T>(work: Promise<T>, what: string): Promise<T> => withTimeout(work, CHECK_TIMEOUT_MS, () => new Error(`${what} did not answer within ${CHECK_TIMEOUT_MS} ms`))
 
 const Check = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('fail'), Type.Literal('degraded'), Type.Literal('off')]),
@@ -25,7 +21,7 @@ const Checks = Type.Object({ database: Check, migrations: Check, redis: Check, e
 
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const ping = (client: NonNullable<typeof app.redis>, what: string, degraded: string) =>
-    withTimeout(client.ping(), CHECK_TIMEOUT_MS, what).then(
+    checked(client.ping(), what).then(
       () => ({ status: 'ok' as const }),
       (err: Error) => ({ status: 'degraded' as const, detail: `${err.message}; ${degraded}` }),
     )
@@ -61,11 +57,11 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       reply.header('cache-control', 'no-store')
       const { db } = app.database
       const [database, migrations, redis, events] = await Promise.all([
-        withTimeout(sql`select 1`.execute(db), CHECK_TIMEOUT_MS, 'PostgreSQL').then(
+        checked(sql`select 1`.execute(db), 'PostgreSQL').then(
           () => ({ status: 'ok' as const }),
           (err: Error) => ({ status: 'fail' as const, detail: err.message }),
         ),
-        withTimeout(pendingMigrations(db), CHECK_TIMEOUT_MS, 'PostgreSQL').then(
+        checked(pendingMigrations(db), 'PostgreSQL').then(
           (pending) => (pending.length === 0 ? { status: 'ok' as const } : { status: 'fail' as const, detail: `pending: ${pending.join(', ')}; run npm run migrate` }),
           (err: Error) => ({ status: 'fail' as const, detail: err.message }),
         ),

@@ -5,7 +5,7 @@
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest, FastifySchema } from 'fastify'
-import { cacheTag, publicCacheHeaders } from '../src/http/cache-policy.ts'
+import { cacheTag, publicCacheHeaders, shortLivedCacheHeaders } from '../src/http/cache-policy.ts'
 import { isNotModified, strongEtag } from '../src/http/conditional.ts'
 import { SitemapService, type SitemapState } from '../src/sitemaps/sitemap-service.ts'
 import { robotsTxt } from '../src/sitemaps/robots.ts'
@@ -19,7 +19,7 @@ const sitemapRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   const sitemaps = new SitemapService(app.database.db, config, app.log)
   const cacheHeaders = publicCacheHeaders(config, config.sitemapTtlSeconds, [cacheTag('template', 'sitemap')])
-  const notFoundHeaders = publicCacheHeaders({ ...config, staleWhileRevalidateSeconds: 0, staleIfErrorSeconds: 0 }, config.notFoundTtlSeconds, [cacheTag('template', 'sitemap')])
+  const notFoundHeaders = shortLivedCacheHeaders(config, config.notFoundTtlSeconds, [cacheTag('template', 'sitemap')])
 
   /** Headers every answer about a document of this version carries; a matching validator gets 304. */
   const conditional = (request: FastifyRequest, reply: FastifyReply, etag: string, lastModified: Date): boolean => {

@@ -3,7 +3,7 @@
 
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../app.ts'
-import { deleteKeysWithPrefix } from '../src/cache/redis-keys.ts'
+import { deleteKeysWithPrefix } from './support/redis-keys.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 
 /** Redis database 13 is this project's test database; tests never touch database 0. */

@@ -12,11 +12,11 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { loadConfig, type Config } from '../config.ts'
 import { runCli, withDatabase } from './run-cli.ts'
-import { DomainError } from '../errors.ts'
+import { postToOrigin } from './admin-client.ts'
+import { DomainError, validationError } from '../errors.ts'
 import { applySearchConsoleImport, performanceCsvImport, searchAnalyticsImport, type SearchConsoleImport } from '../search-console/search-console-import.ts'
 import { parseServiceAccountKey, pullSearchAnalytics } from '../search-console/live-pull.ts'
 import { validateDateRange } from '../search-console/parse.ts'
-import { validationError } from '../ingest/ingest-service.ts'
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
 const USAGE =
@@ -78,16 +78,9 @@ async function main(): Promise<number> {
   const softPurge = values['soft-purge'] === true
 
   if (values.url !== undefined) {
-    if (config.adminToken === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
     const rows = input.rows.map((r) => ({ keys: [r.url], clicks: r.clicks, impressions: r.impressions, ctr: r.ctr, position: r.position }))
-    const response = await fetch(new URL('/admin/search-console', values.url), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${config.adminToken}` },
-      body: JSON.stringify({ startDate: input.startDate, endDate: input.endDate, rows, source: input.source, softPurge }),
-    })
-    const body = await response.text()
-    if (!response.ok) throw new Error(`${response.status} from /admin/search-console: ${body}`)
-    process.stdout.write(`${body}\n`)
+    const result = await postToOrigin(values.url, config.adminToken, '/admin/search-console', { startDate: input.startDate, endDate: input.endDate, rows, source: input.source, softPurge })
+    process.stdout.write(`${JSON.stringify(result)}\n`)
     return 0
   }
 

@@ -12,11 +12,12 @@ import { pino } from 'pino'
 import type { Kysely } from 'kysely'
 import { loadConfig, type Config } from '../config.ts'
 import { runCli, withDatabase } from './run-cli.ts'
+import { postToOrigin } from './admin-client.ts'
 import type { Database } from '../db/schema.ts'
 import { createEmbedder } from '../embeddings/create-embedder.ts'
-import { DomainError } from '../errors.ts'
+import { DomainError, type Problem } from '../errors.ts'
 import { ingestPages, ingestSegments, ingestVariants } from '../ingest/ingest-service.ts'
-import { type FieldProblem, validatePages, validateSegments, validateVariants } from '../ingest/validation.ts'
+import { validatePages, validateSegments, validateVariants } from '../ingest/validation.ts'
 import { chunks } from '../chunks.ts'
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'info' })
@@ -54,7 +55,7 @@ async function readFile(file: string): Promise<Grouped> {
   return grouped
 }
 
-function describe(problems: FieldProblem[], lines: number[]): string[] {
+function describe(problems: Problem[], lines: number[]): string[] {
   return problems.map((p) => `line ${lines[p.record] ?? '?'}: ${p.field}: ${p.message}`)
 }
 
@@ -124,14 +125,7 @@ function viaApi(baseUrl: string, token: string | undefined): Sender {
   const paths = { segment: ['/admin/segments', 'segments'], page: ['/admin/pages', 'pages'], variant: ['/admin/variants', 'variants'] } as const
   return async (type, batch) => {
     const [path, field] = paths[type]
-    const response = await fetch(new URL(path, baseUrl), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ [field]: batch }),
-    })
-    const body = (await response.json()) as Record<string, unknown>
-    if (!response.ok) throw new Error(`${response.status} from ${path}: ${JSON.stringify(body)}`)
-    return body
+    return postToOrigin(baseUrl, token, path, { [field]: batch })
   }
 }
 

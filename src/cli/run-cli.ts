@@ -8,16 +8,7 @@ import type { Config } from '../config.ts'
 import { ConfigError } from '../config.ts'
 import { migrateToLatest, openDatabase } from '../db/database.ts'
 import type { Database } from '../db/schema.ts'
-import { DomainError } from '../errors.ts'
-
-interface Problem {
-  record: number
-  field: string
-  message: string
-}
-
-const isProblem = (value: unknown): value is Problem =>
-  typeof value === 'object' && value !== null && typeof (value as Problem).field === 'string' && typeof (value as Problem).message === 'string'
+import { DomainError, isProblem } from '../errors.ts'
 
 /** The message a user reads for a failed command: the error's, then each problem it names. */
 export function describeFailure(err: unknown): string {

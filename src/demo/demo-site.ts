@@ -3,9 +3,10 @@
 
 import { type Kysely, sql } from 'kysely'
 import type { Database } from '../db/schema.ts'
-import { fnv1a32 } from '../http/cache-policy.ts'
+import { fnv1a32 } from '../hash.ts'
 import { embeddingHash } from '../embeddings/embedder.ts'
-import { LOCAL_EMBEDDING_MODEL, localEmbedding, toPgVector } from '../embeddings/local-embedder.ts'
+import { LOCAL_EMBEDDING_MODEL, localEmbedding } from '../embeddings/local-embedder.ts'
+import { toPgVector } from '../db/pg-vector.ts'
 import { sanitizeBodyHtml } from '../render/sanitize.ts'
 
 export const EMBEDDING_DIMENSIONS = 1536

@@ -1,7 +1,7 @@
 // Deterministic local embedder for development and tests: hashed word unigrams and bigrams,
 // signed feature hashing, L2-normalized. It is lexical, not semantic: texts that share words are near.
 
-import { fnv1a32 } from '../http/cache-policy.ts'
+import { fnv1a32 } from '../hash.ts'
 
 export const LOCAL_EMBEDDING_MODEL = 'local-hashed-ngrams-v1'
 
@@ -31,9 +31,4 @@ export function localEmbedding(text: string, dimensions: number): number[] {
   }
   if (words.length === 0) vector[0] = 1 // a defined direction for empty text, so cosine distance stays finite
   return l2Normalize(vector)
-}
-
-/** pgvector's text input format, with enough digits to round-trip a float4. */
-export function toPgVector(vector: readonly number[]): string {
-  return `[${vector.map((v) => (v === 0 ? '0' : v.toPrecision(7))).join(',')}]`
 }

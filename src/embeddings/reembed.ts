@@ -7,8 +7,8 @@ import { type Kysely, sql } from 'kysely'
 import type { Database } from '../db/schema.ts'
 import { DomainError } from '../errors.ts'
 import { embedAll, type Embedder, embeddingHash, padForStorage } from './embedder.ts'
-import { toPgVector } from './local-embedder.ts'
-import { pageEmbeddingText } from '../ingest/ingest-service.ts'
+import { toPgVector } from '../db/pg-vector.ts'
+import { pageEmbeddingText } from './embedding-text.ts'
 
 export interface ReembedProgress {
   versionId: number

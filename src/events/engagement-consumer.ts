@@ -10,6 +10,7 @@ import type { Database } from '../db/schema.ts'
 import { decodeStreamEntry } from './engagement-event.ts'
 import { pruneStreamReceipts, recordEngagement, type StreamMessage } from './engagement-repository.ts'
 import { CONSUMER_GROUP, type EventStreamKeys } from './event-stream.ts'
+import { TIMED_OUT, withTimeout } from '../timeout.ts'
 
 interface Logger {
   info(obj: object, msg: string): void
@@ -103,10 +104,8 @@ export class EngagementConsumer {
     this.wake?.()
     if (!this.recording) this.redis.disconnect()
     if (this.loop !== undefined) {
-      let timer: NodeJS.Timeout | undefined
-      const finished = await Promise.race([this.loop.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), STOP_GRACE_MS)))])
-      clearTimeout(timer)
-      if (!finished) this.log.warn({ phase: this.phase }, 'engagement consumer did not stop within the grace period; closing its connection anyway')
+      const finished = await withTimeout(this.loop, STOP_GRACE_MS)
+      if (finished === TIMED_OUT) this.log.warn({ phase: this.phase }, 'engagement consumer did not stop within the grace period; closing its connection anyway')
     }
     this.redis.disconnect()
   }

@@ -3,6 +3,7 @@
 // checked again before it is counted, so a malformed entry is dead-lettered instead of counted).
 
 import { isCanonicalPagePath } from '../http/url-normalize.ts'
+import type { Problem } from '../errors.ts'
 import type { SegmentDirectory } from '../segments/segment-resolution.ts'
 
 export const EVENT_TYPES = ['view', 'click', 'cta_click', 'scroll_depth', 'conversion', 'form_submit', 'video_play', 'share'] as const
@@ -33,12 +34,6 @@ export interface EngagementEvent {
   ts: number
 }
 
-export interface EventProblem {
-  /** Index of the event in the request (0 for a single event), -1 for the request as a whole. */
-  record: number
-  field: string
-  message: string
-}
 
 export interface IntakeContext {
   now: number
@@ -57,7 +52,7 @@ const isEventType = (value: unknown): value is EventType => typeof value === 'st
  * Checks one event's fields. Time bounds apply at intake only (`now` given): a consumer catching up
  * after an outage must still count what was accepted a day ago.
  */
-function checkEvent(raw: unknown, record: number, now: number | undefined, problems: EventProblem[]): Omit<EngagementEvent, 'segment'> & { segment: unknown } | undefined {
+function checkEvent(raw: unknown, record: number, now: number | undefined, problems: Problem[]): Omit<EngagementEvent, 'segment'> & { segment: unknown } | undefined {
   const problem = (field: string, message: string) => problems.push({ record, field, message })
   if (!isRecord(raw)) {
     problem('event', 'expected an object with type, path and ts')
@@ -88,8 +83,8 @@ function checkEvent(raw: unknown, record: number, now: number | undefined, probl
  * Validates a request body: one event, or `{ events: [...] }` with up to MAX_EVENTS_PER_REQUEST.
  * Either every event is valid and returned (segments resolved), or nothing is and every problem is listed.
  */
-export function validateEventBatch(body: unknown, context: IntakeContext): { events: EngagementEvent[]; problems: [] } | { events: []; problems: EventProblem[] } {
-  const problems: EventProblem[] = []
+export function validateEventBatch(body: unknown, context: IntakeContext): { events: EngagementEvent[]; problems: [] } | { events: []; problems: Problem[] } {
+  const problems: Problem[] = []
   let items: unknown[]
   if (isRecord(body) && 'events' in body) {
     const extra = Object.keys(body).filter((k) => k !== 'events')
@@ -135,7 +130,7 @@ export function decodeStreamEntry(fields: readonly string[]): { events: Engageme
     return { error: 'events is not JSON' }
   }
   if (!Array.isArray(parsed) || parsed.length === 0 || parsed.length > MAX_EVENTS_PER_REQUEST) return { error: 'events is not an array of 1 to 100 events' }
-  const problems: EventProblem[] = []
+  const problems: Problem[] = []
   const events: EngagementEvent[] = []
   parsed.forEach((item, index) => {
     const checked = checkEvent(item, index, undefined, problems)

@@ -2,6 +2,7 @@
 // expressed in the header each CDN flavour reads. Pure functions: no I/O, tested exhaustively.
 
 import type { CdnFlavour } from '../config.ts'
+import { fnv1a32 } from '../hash.ts'
 
 export const MIN_SHARED_TTL_SECONDS = 3_600
 export const MAX_SHARED_TTL_SECONDS = 86_400
@@ -11,16 +12,6 @@ export const TTL_JITTER_FRACTION = 0.15
 export function crawlWeightToTtl(crawlWeight: number): number {
   const w = Number.isFinite(crawlWeight) ? Math.min(1, Math.max(0, crawlWeight)) : 0
   return MIN_SHARED_TTL_SECONDS + w * (MAX_SHARED_TTL_SECONDS - MIN_SHARED_TTL_SECONDS)
-}
-
-/** FNV-1a 32-bit: stable across processes and releases, unlike anything seeded. */
-export function fnv1a32(text: string): number {
-  let hash = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i)
-    hash = Math.imul(hash, 0x01000193)
-  }
-  return hash >>> 0
 }
 
 /** A factor in [1 - 0.15, 1 + 0.15], fixed per path, so pages written together do not expire together. */
@@ -71,6 +62,19 @@ export function publicCacheHeaders(settings: CachePolicySettings, sharedTtl: num
   return headers
 }
 
+/**
+ * Headers for a short-lived public response (a 404, a redirect, a stand-in rendering): the same
+ * headers without stale windows, so what replaces it shows up as soon as `sharedTtl` has passed.
+ */
+export function shortLivedCacheHeaders(settings: CachePolicySettings, sharedTtl: number, tags: readonly string[]): HeaderMap {
+  return publicCacheHeaders({ ...settings, staleWhileRevalidateSeconds: 0, staleIfErrorSeconds: 0 }, sharedTtl, tags)
+}
+
+/** The Cache-Control of an answer for one browser only (its segment came from a cookie or a utm rule). */
+export function privateCacheControl(settings: Pick<CachePolicySettings, 'browserMaxAgeSeconds'>): string {
+  return `private, max-age=${settings.browserMaxAgeSeconds}`
+}
+
 /** Purge tags in the header and separator each CDN expects; undefined where the CDN has no tag purge. */
 export function tagHeaderFor(flavour: CdnFlavour, tags: readonly string[]): [string, string] | undefined {
   if (tags.length === 0) return undefined
@@ -94,5 +98,3 @@ export function cacheTag(kind: 'page' | 'segment' | 'vertical' | 'template', val
   const prefix = { page: 'p', segment: 's', vertical: 'v', template: 't' }[kind]
   return `${prefix}-${String(value).toLowerCase().replace(/[^a-z0-9_-]/g, '_')}`
 }
-
-export const NO_STORE: HeaderMap = { 'cache-control': 'no-store' }

@@ -4,11 +4,12 @@
 
 import { type Kysely, type Transaction, sql } from 'kysely'
 import type { Database } from '../db/schema.ts'
-import { DomainError } from '../errors.ts'
+import { DomainError, validationError } from '../errors.ts'
 import { embedAll, embeddingHash, type Embedder, padForStorage } from '../embeddings/embedder.ts'
-import { toPgVector } from '../embeddings/local-embedder.ts'
+import { toPgVector } from '../db/pg-vector.ts'
+import { pageEmbeddingText } from '../embeddings/embedding-text.ts'
 import { sanitizeBodyHtml } from '../render/sanitize.ts'
-import { type FieldProblem, type PageInput, type VariantInput, validatePages, validateSegments, validateVariants } from './validation.ts'
+import { type PageInput, type VariantInput, validatePages, validateSegments, validateVariants } from './validation.ts'
 import { chunks } from '../chunks.ts'
 
 /** Rows per INSERT statement: each carries up to ~15 KB of vector text, so statements stay a few MB. */
@@ -30,13 +31,6 @@ export interface PagesIngestResult extends IngestResult {
 
 export interface VariantsIngestResult extends IngestResult {
   affectedSegments: string[]
-}
-
-export function validationError(kind: string, problems: FieldProblem[]): DomainError {
-  const shown = problems.slice(0, 200)
-  return new DomainError('VALIDATION_FAILED', `${problems.length} problem(s) in the ${kind} batch; nothing was written`, {
-    details: shown.map((p) => ({ record: p.record, field: p.field, message: p.message })),
-  })
 }
 
 /** The active embedding version, created for this embedder on an empty database. */
@@ -62,10 +56,6 @@ export async function activeEmbeddingVersion(db: Kysely<Database>, embedder: Emb
   return active.id
 }
 
-
-export function pageEmbeddingText(page: Pick<PageInput, 'intent_text' | 'title' | 'meta_description'>): string {
-  return page.intent_text !== '' ? page.intent_text : `${page.title}. ${page.meta_description}`
-}
 
 function hashFor(embedder: Embedder, text: string): string {
   return embeddingHash(embedder.model, embedder.dimensions, text)

@@ -4,12 +4,8 @@
 import { isCanonicalPagePath } from '../http/url-normalize.ts'
 import { estimateTokens, MAX_TOKENS_PER_INPUT } from '../embeddings/embedder.ts'
 import type { PageKind, PageStatus } from '../db/schema.ts'
+import type { Problem } from '../errors.ts'
 
-export interface FieldProblem {
-  record: number
-  field: string
-  message: string
-}
 
 export interface PageInput {
   path: string
@@ -44,10 +40,10 @@ const KEY = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$/
 const HTTPS_URL = /^https:\/\/[^/?#\s]+(\/\S*)?$/
 
 class RecordReader {
-  readonly problems: FieldProblem[]
+  readonly problems: Problem[]
   private readonly record: Record<string, unknown>
   private readonly index: number
-  constructor(record: Record<string, unknown>, index: number, problems: FieldProblem[]) {
+  constructor(record: Record<string, unknown>, index: number, problems: Problem[]) {
     this.record = record
     this.index = index
     this.problems = problems
@@ -74,7 +70,7 @@ class RecordReader {
   }
 }
 
-function asObject(value: unknown, index: number, problems: FieldProblem[]): Record<string, unknown> | undefined {
+function asObject(value: unknown, index: number, problems: Problem[]): Record<string, unknown> | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     problems.push({ record: index, field: '(record)', message: 'must be a JSON object' })
     return undefined
@@ -88,8 +84,8 @@ function unknownFields(record: Record<string, unknown>, allowed: ReadonlySet<str
 
 const PAGE_FIELDS = new Set(['path', 'kind', 'title', 'meta_description', 'canonical_url', 'body_html', 'intent_text', 'vertical', 'template', 'status', 'crawl_weight'])
 
-export function validatePages(records: readonly unknown[], publicBaseUrl: string): { pages: PageInput[]; problems: FieldProblem[] } {
-  const problems: FieldProblem[] = []
+export function validatePages(records: readonly unknown[], publicBaseUrl: string): { pages: PageInput[]; problems: Problem[] } {
+  const problems: Problem[] = []
   const pages: PageInput[] = []
   const seen = new Map<string, number>()
   records.forEach((raw, index) => {
@@ -140,8 +136,8 @@ export function validatePages(records: readonly unknown[], publicBaseUrl: string
 const VARIANT_FIELDS = new Set(['key', 'segment', 'headline', 'subhead', 'features', 'cta_label', 'cta_url', 'social_proof', 'metadata', 'text'])
 
 /** `knownSegments` undefined skips the segment check (the CLI checks segments against the database per batch). */
-export function validateVariants(records: readonly unknown[], knownSegments: ReadonlySet<string> | undefined): { variants: VariantInput[]; problems: FieldProblem[] } {
-  const problems: FieldProblem[] = []
+export function validateVariants(records: readonly unknown[], knownSegments: ReadonlySet<string> | undefined): { variants: VariantInput[]; problems: Problem[] } {
+  const problems: Problem[] = []
   const variants: VariantInput[] = []
   const seen = new Map<string, number>()
   records.forEach((raw, index) => {
@@ -198,8 +194,8 @@ export interface SegmentInput {
 
 const SEGMENT_FIELDS = new Set(['slug', 'description', 'utm_sources', 'is_default'])
 
-export function validateSegments(records: readonly unknown[]): { segments: SegmentInput[]; problems: FieldProblem[] } {
-  const problems: FieldProblem[] = []
+export function validateSegments(records: readonly unknown[]): { segments: SegmentInput[]; problems: Problem[] } {
+  const problems: Problem[] = []
   const segments: SegmentInput[] = []
   const seen = new Map<string, number>()
   records.forEach((raw, index) => {

@@ -2,7 +2,7 @@
 // the Performance report's CSV export ("Top pages","Clicks","Impressions","CTR","Position"). Every
 // problem is reported with its row and field before anything is written.
 
-import type { FieldProblem } from '../ingest/validation.ts'
+import type { Problem } from '../errors.ts'
 import { normalizeRequestUrl } from '../http/url-normalize.ts'
 
 export interface SearchConsoleRow {
@@ -22,8 +22,8 @@ function isDate(value: unknown): value is string {
 }
 
 /** The date range an import covers; problems are reported as record -1. */
-export function validateDateRange(startDate: unknown, endDate: unknown): FieldProblem[] {
-  const problems: FieldProblem[] = []
+export function validateDateRange(startDate: unknown, endDate: unknown): Problem[] {
+  const problems: Problem[] = []
   if (!isDate(startDate)) problems.push({ record: -1, field: 'startDate', message: 'must be a date YYYY-MM-DD' })
   if (!isDate(endDate)) problems.push({ record: -1, field: 'endDate', message: 'must be a date YYYY-MM-DD' })
   if (problems.length === 0 && (startDate as string) > (endDate as string)) problems.push({ record: -1, field: 'endDate', message: 'must not be before startDate' })
@@ -45,7 +45,7 @@ interface NumberRule {
   max?: number
 }
 
-function checkNumber(value: unknown, rule: NumberRule, record: number, problems: FieldProblem[], label = rule.field): number {
+function checkNumber(value: unknown, rule: NumberRule, record: number, problems: Problem[], label = rule.field): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < rule.min || (rule.max !== undefined && value > rule.max)) {
     problems.push({ record, field: label, message: `must be a number ${rule.max === undefined ? `>= ${rule.min}` : `from ${rule.min} to ${rule.max}`}, got ${JSON.stringify(value) ?? 'nothing'}` })
     return 0
@@ -56,8 +56,8 @@ function checkNumber(value: unknown, rule: NumberRule, record: number, problems:
 const ROW_FIELDS = new Set(['keys', 'clicks', 'impressions', 'ctr', 'position'])
 
 /** Rows as searchanalytics.query returns them with dimensions ['page']. */
-export function validateSearchAnalyticsRows(records: readonly unknown[]): { rows: SearchConsoleRow[]; problems: FieldProblem[] } {
-  const problems: FieldProblem[] = []
+export function validateSearchAnalyticsRows(records: readonly unknown[]): { rows: SearchConsoleRow[]; problems: Problem[] } {
+  const problems: Problem[] = []
   const rows: SearchConsoleRow[] = []
   records.forEach((raw, index) => {
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
@@ -141,8 +141,8 @@ function exportNumber(value: string, percent: boolean): number {
  * The Performance report's "Pages" CSV. Rows are numbered from 0 after the header (record), and
  * messages name the line in the file.
  */
-export function parsePerformanceCsv(text: string): { rows: SearchConsoleRow[]; problems: FieldProblem[] } {
-  const problems: FieldProblem[] = []
+export function parsePerformanceCsv(text: string): { rows: SearchConsoleRow[]; problems: Problem[] } {
+  const problems: Problem[] = []
   const table = parseCsv(text)
   const header = (table[0] ?? []).map((h) => h.trim().toLowerCase())
   const at = {} as Record<keyof typeof COLUMNS, number>

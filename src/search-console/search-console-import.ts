@@ -4,8 +4,7 @@
 
 import { type Kysely, sql } from 'kysely'
 import type { Database, PurgeTarget, SearchConsoleSource } from '../db/schema.ts'
-import { validationError } from '../ingest/ingest-service.ts'
-import type { FieldProblem } from '../ingest/validation.ts'
+import { type Problem, validationError } from '../errors.ts'
 import { enqueuePurge } from '../purge/purge-outbox.ts'
 import { cacheTag } from '../http/cache-policy.ts'
 import { chunks } from '../chunks.ts'
@@ -45,7 +44,7 @@ export interface ImportResult {
 const PATHS_PER_PURGE = 1_000
 const UNKNOWN_SAMPLE = 20
 
-function fail(problems: FieldProblem[]): never {
+function fail(problems: Problem[]): never {
   throw validationError('Search Console', problems)
 }
 

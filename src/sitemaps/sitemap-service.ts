@@ -12,7 +12,7 @@ import { Readable } from 'node:stream'
 import { type Kysely, sql } from 'kysely'
 import type { Database } from '../db/schema.ts'
 import { DomainError } from '../errors.ts'
-import { fnv1a32 } from '../http/cache-policy.ts'
+import { fnv1a32 } from '../hash.ts'
 
 /** The protocol's limits for one sitemap file. */
 export const MAX_URLS_PER_SITEMAP = 50_000

@@ -8,7 +8,8 @@ import { LocalEmbedder } from '../../src/embeddings/embedder.ts'
 import { localEmbedding } from '../../src/embeddings/local-embedder.ts'
 import { OpenAIEmbedder } from '../../src/embeddings/openai-embedder.ts'
 import { reembed } from '../../src/embeddings/reembed.ts'
-import { ingestVariants, pageEmbeddingText } from '../../src/ingest/ingest-service.ts'
+import { ingestVariants } from '../../src/ingest/ingest-service.ts'
+import { pageEmbeddingText } from '../../src/embeddings/embedding-text.ts'
 
 const fake = await startFakeOpenAI()
 t.teardown(() => fake.close())
@@ -39,7 +40,7 @@ t.test('switch under load: answers never mix versions; concurrent writes are car
     return answers
   }
   async function served(): Promise<Map<string, number>> {
-    app.responseCache.clear()
+    app.pageCache.clearLocal()
     const answers = new Map<string, number>()
     for (const page of landing) {
       for (const segment of SEGMENTS) {

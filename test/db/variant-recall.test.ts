@@ -7,9 +7,10 @@ import { sql } from 'kysely'
 import { migrateToLatest, openDatabase } from '../../src/db/database.ts'
 import { LocalEmbedder } from '../../src/embeddings/embedder.ts'
 import { localEmbedding } from '../../src/embeddings/local-embedder.ts'
-import { ingestPages, ingestSegments, ingestVariants, pageEmbeddingText } from '../../src/ingest/ingest-service.ts'
+import { ingestPages, ingestSegments, ingestVariants } from '../../src/ingest/ingest-service.ts'
+import { pageEmbeddingText } from '../../src/embeddings/embedding-text.ts'
 import { findNearestVariant } from '../../src/pages/page-repository.ts'
-import { fnv1a32 } from '../../src/http/cache-policy.ts'
+import { fnv1a32 } from '../../src/hash.ts'
 
 const handle = await openDatabase({ databaseUrl: process.env.TEST_DATABASE_URL, dataDir: 'memory://', dbPoolMax: 1, dbConnectTimeoutMs: 10_000, dbStatementTimeoutMs: 120_000 }, { error: () => {} })
 t.teardown(() => handle.close())

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { l2Normalize, localEmbedding, tokenize, toPgVector } from '../../../src/embeddings/local-embedder.ts'
+import { l2Normalize, localEmbedding, tokenize } from '../../../src/embeddings/local-embedder.ts'
+import { toPgVector } from '../../../src/db/pg-vector.ts'
 
 const cosine = (a: number[], b: number[]): number => a.reduce((sum, v, i) => sum + v * (b[i] ?? 0), 0)
 

@@ -1,4 +1,4 @@
-// Housekeeping for tests and benchmarks that share a Redis with others.
+// Housekeeping for tests and benchmarks that share a Redis with others (bench/ imports it from here).
 
 import { Redis } from 'ioredis'
 

@@ -1,0 +1,15 @@
+// `--url`: the CLIs that can hand their work to a running origin post it to its admin API with
+// ADMIN_TOKEN, and fail with the origin's own answer (status and body) when it refuses.
+
+/** POSTs `body` as JSON to `path` on the origin at `baseUrl`; the parsed JSON answer, or an error naming status and body. */
+export async function postToOrigin(baseUrl: string, adminToken: string | undefined, path: string, body: unknown): Promise<Record<string, unknown>> {
+  if (adminToken === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
+  const response = await fetch(new URL(path, baseUrl), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+    body: JSON.stringify(body),
+  })
+  const text = await response.text()
+  if (!response.ok) throw new Error(`${response.status} from ${path}: ${text}`)
+  return JSON.parse(text) as Record<string, unknown>
+}
