@@ -4,19 +4,22 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './src/config.ts'
+import adminAuthPlugin from './plugins/admin-auth.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
 import eventsPlugin from './plugins/events.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
-import hitFastPathPlugin, { HitFastPath, requestIdGenerator } from './plugins/hit-fast-path.ts'
+import hitFastPathPlugin, { HitFastPath } from './plugins/hit-fast-path.ts'
 import loadSheddingPlugin from './plugins/load-shedding.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import openapiPlugin from './plugins/openapi.ts'
+import invalidationPlugin from './plugins/invalidation.ts'
 import pagesPlugin from './plugins/pages.ts'
 import purgePlugin from './plugins/purge.ts'
 import redisPlugin from './plugins/redis.ts'
-import requestTelemetryPlugin from './plugins/request-telemetry.ts'
+import requestTelemetryPlugin, { requestIdGenerator } from './plugins/request-telemetry.ts'
+import segmentsPlugin from './plugins/segments.ts'
 import adminRoutes from './routes/admin.ts'
 import eventRoutes from './routes/events.ts'
 import healthRoutes from './routes/health.ts'
@@ -76,11 +79,14 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(openapiPlugin)
   await app.register(redisPlugin)
   await app.register(databasePlugin)
+  await app.register(segmentsPlugin)
+  await app.register(invalidationPlugin)
   await app.register(pagesPlugin)
   await app.register(hitFastPathPlugin, { fastPath, genReqId })
   await app.register(embedderPlugin)
   await app.register(purgePlugin)
   await app.register(eventsPlugin)
+  await app.register(adminAuthPlugin)
   await app.register(healthRoutes)
   await app.register(metricsRoutes)
   await app.register(openapiRoutes)

@@ -7,7 +7,8 @@ import { loadConfig } from '../src/config.ts'
 const app = await buildApp(loadConfig({ ...process.env, PORT: '0' }))
 const address = await app.listen({ port: 0, host: '127.0.0.1' })
 process.send?.({ address, databaseUrl: app.database.connectionString })
+const counter = async (name: string): Promise<number> => ((await app.metrics.registry.getSingleMetric(name)?.get())?.values ?? []).reduce((sum, v) => sum + v.value, 0)
 process.on('message', (message) => {
-  if (message === 'stats') process.send?.({ renders: app.pages.renders, coalesced: app.responseCache.coalesced })
+  if (message === 'stats') void Promise.all([counter('variant_origin_renders_total'), counter('variant_origin_singleflight_coalesced_total')]).then(([renders, coalesced]) => process.send?.({ renders, coalesced }))
 })
 process.on('disconnect', () => void app.close().then(() => process.exit(0)))

@@ -18,6 +18,17 @@ async function databasePlugin(app: FastifyInstance): Promise<void> {
   app.addHook('onClose', async () => {
     await handle.close()
   })
+  app.metrics.registerCollector({
+    name: 'variant_origin_db_pool_connections',
+    help: 'PostgreSQL pool connections: total open, idle, and callers waiting for one.',
+    type: 'gauge',
+    labelNames: ['state'],
+    read: () => [
+      { labels: { state: 'total' }, value: handle.pool.totalCount },
+      { labels: { state: 'idle' }, value: handle.pool.idleCount },
+      { labels: { state: 'waiting' }, value: handle.pool.waitingCount },
+    ],
+  })
   app.log.info({ embedded: handle.embedded, dataDir: handle.embedded ? config.dataDir : undefined }, handle.embedded ? 'using the embedded PostgreSQL (PGlite + pgvector)' : 'using PostgreSQL from DATABASE_URL')
 
   try {
@@ -37,4 +48,4 @@ async function databasePlugin(app: FastifyInstance): Promise<void> {
   }
 }
 
-export default fp(databasePlugin, { name: 'database', dependencies: ['config'] })
+export default fp(databasePlugin, { name: 'database', dependencies: ['config', 'metrics'] })

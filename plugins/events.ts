@@ -5,7 +5,6 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { hostname } from 'node:os'
 import { randomUUID } from 'node:crypto'
-import { Cluster, type Redis } from 'ioredis'
 import type { EngagementEvent } from '../src/events/engagement-event.ts'
 import { EngagementConsumer, type ConsumerCounters } from '../src/events/engagement-consumer.ts'
 import { appendEvents, eventStreamKeys, streamStats, type EventStreamKeys, type EventStreamStats } from '../src/events/event-stream.ts'
@@ -29,19 +28,6 @@ declare module 'fastify' {
   }
 }
 
-/** A blocking read holds its connection for up to the block time: it gets its own, without the shared client's short command timeout. */
-function consumerConnection(redis: Redis | Cluster, commandTimeoutMs: number): Redis | Cluster {
-  // Nothing waits on a lost connection: no offline queue, and maxRetriesPerRequest 0 fails the commands in
-  // flight (a blocking read) the moment the connection drops; the consumer backs off and tries again.
-  // A command left waiting would outlive disconnect() on a reconnecting client and hold close() for its
-  // whole timeout.
-  const overrides = { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false, commandTimeout: commandTimeoutMs }
-  if (redis instanceof Cluster) {
-    return redis.duplicate(undefined, { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, redisOptions: { ...redis.options.redisOptions, ...overrides } })
-  }
-  return redis.duplicate(overrides)
-}
-
 async function eventsPlugin(app: FastifyInstance): Promise<void> {
   const { config } = app
   const redis = app.eventsRedis
@@ -56,8 +42,7 @@ async function eventsPlugin(app: FastifyInstance): Promise<void> {
   } else {
     // Opened once the app is ready: a boot that fails later never runs onClose, and must leave nothing open.
     app.addHook('onReady', async () => {
-      const connection = consumerConnection(redis, Math.min(2_000, config.eventsClaimIdleMs) + 5_000)
-      connection.on('error', () => undefined) // the client it duplicates already logs Redis being down
+      const connection = app.openBlockingConnection(Math.min(2_000, config.eventsClaimIdleMs) + 5_000)
       const consumerName = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
       consumer = new EngagementConsumer({
         redis: connection,
@@ -104,8 +89,28 @@ async function eventsPlugin(app: FastifyInstance): Promise<void> {
     },
     counters: () => ({ ...(consumer?.counters ?? zero), accepted }),
   })
-  // The stream gauges on /metrics: length, the group's lag and pending entries, read at scrape time.
-  if (redis !== null) app.metrics.setStreamStatsSource(() => app.events.stats())
+  // The stream gauges on /metrics: length, the group's lag and pending entries, read at scrape time,
+  // one read serving the three gauges of a scrape.
+  if (redis !== null) {
+    let inFlight: Promise<EventStreamStats> | undefined
+    const current = (): Promise<EventStreamStats> => {
+      inFlight ??= app.events.stats().finally(() => setImmediate(() => (inFlight = undefined)))
+      return inFlight
+    }
+    const streamGauge = (name: string, help: string, pick: (stats: EventStreamStats) => number | null): void =>
+      app.metrics.registerCollector({
+        name,
+        help,
+        type: 'gauge',
+        read: async () => {
+          const value = pick(await current())
+          return value === null ? undefined : [{ value }]
+        },
+      })
+    streamGauge('variant_origin_events_stream_length', 'Entries in the engagement events stream (XLEN).', (s) => s.length)
+    streamGauge('variant_origin_events_consumer_lag', 'Stream entries not yet delivered to the consumer group (XINFO GROUPS lag).', (s) => s.lag)
+    streamGauge('variant_origin_events_pending', 'Entries delivered to a consumer and not yet acknowledged (XPENDING).', (s) => s.pending)
+  }
 }
 
 export default fp(eventsPlugin, { name: 'events', dependencies: ['config', 'redis', 'database', 'metrics'] })

@@ -15,11 +15,11 @@ import { performance } from 'node:perf_hooks'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { CachedResponse } from '../src/cache/response-cache.ts'
+import { privateCacheControl } from '../src/http/cache-policy.ts'
 import { isNotModified } from '../src/http/conditional.ts'
+import { parsePageRequest, type PageRequest } from '../src/http/page-request.ts'
 import { type PageResponseHead, pageResponseHead } from '../src/http/page-response.ts'
-import { normalizeRequestUrl } from '../src/http/url-normalize.ts'
 import type { CacheLookup, ServedPage } from '../src/pages/page-service.ts'
-import { resolveSegment, type SegmentSource } from '../src/segments/segment-resolution.ts'
 import { recordRequest } from './request-telemetry.ts'
 
 export interface ServerTimeouts {
@@ -28,31 +28,8 @@ export interface ServerTimeouts {
   requestTimeout: number
 }
 
-/** A request id: the CDN's X-Request-Id when it sends one, else this process's prefix and a counter. */
-export function requestIdGenerator(): (req: IncomingMessage) => string {
-  const prefix = `${process.pid.toString(36)}-${Date.now().toString(36)}`
-  let counter = 0
-  return (req) => {
-    const given = req.headers['x-request-id']
-    if (typeof given === 'string' && given !== '' && given.length <= 200) return given
-    counter = (counter + 1) % Number.MAX_SAFE_INTEGER
-    return `${prefix}-${counter.toString(36)}`
-  }
-}
-
 /** true: answered; false: Fastify's; a promise: an L2 read is under way, then one of the two. */
 type HitHandler = (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>
-
-/** A lookup the fast path made and could not answer from, for the page route to go on with. */
-const lookupsByRequest = new WeakMap<IncomingMessage, { path: string; segment: string; lookup: CacheLookup }>()
-
-/** The cache lookup already made for this request (path and segment must match), once. */
-export function takeFastPathLookup(req: IncomingMessage, path: string, segment: string): CacheLookup | undefined {
-  const stashed = lookupsByRequest.get(req)
-  if (stashed === undefined) return undefined
-  lookupsByRequest.delete(req)
-  return stashed.path === path && stashed.segment === segment ? stashed.lookup : undefined
-}
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -66,8 +43,23 @@ declare module 'fastify' {
  */
 export class HitFastPath {
   private handle: HitHandler | undefined
+  /** Lookups made here that could not answer, for the page route to go on with (a request's own, once). */
+  private readonly lookups = new WeakMap<IncomingMessage, { path: string; segment: string; lookup: CacheLookup }>()
   /** Requests answered here rather than by Fastify. */
   served = 0
+
+  /** The cache lookup this request already had (path and segment must match), taken once. */
+  takeLookup(req: IncomingMessage, path: string, segment: string): CacheLookup | undefined {
+    const stashed = this.lookups.get(req)
+    if (stashed === undefined) return undefined
+    this.lookups.delete(req)
+    return stashed.path === path && stashed.segment === segment ? stashed.lookup : undefined
+  }
+
+  /** Hands a lookup that could not answer to the page route, through the request itself. */
+  handOver(req: IncomingMessage, path: string, segment: string, lookup: CacheLookup): void {
+    this.lookups.set(req, { path, segment, lookup })
+  }
 
   /** Fastify's serverFactory: Fastify leaves the server timeouts to the factory, so they are set here. */
   createServer(fastifyHandler: RequestListener, timeouts: ServerTimeouts): Server {
@@ -120,7 +112,7 @@ function sharedHeads(response: CachedResponse, cacheResult: string): { full: Pag
 async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitFastPath; genReqId: (req: IncomingMessage) => string }): Promise<void> {
   const { fastPath, genReqId } = options
   const { pages, metrics, log } = app
-  const privateCacheControl = `private, max-age=${app.config.browserMaxAgeSeconds}`
+  const privateControl = privateCacheControl(app.config)
   let closing = false
   app.decorate('hitFastPath', fastPath)
 
@@ -137,20 +129,19 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
   })
   const ownedByAnotherRoute = (path: string): boolean => otherRoutes.has(path) || otherPrefixes.some((prefix) => path.startsWith(prefix))
 
-  const answer = (req: IncomingMessage, res: ServerResponse, url: string, started: number, served: ServedPage, segment: string, source: SegmentSource): void => {
+  const answer = (req: IncomingMessage, res: ServerResponse, started: number, served: ServedPage, request: PageRequest): void => {
     const { response, cacheResult } = served
-    const conditional = { ifNoneMatch: req.headers['if-none-match'], ifModifiedSince: req.headers['if-modified-since'] }
     const head =
-      source === 'cookie'
-        ? withLength(pageResponseHead(response, { cacheResult, conditional, privateCacheControl }))
-        : response.status === 200 && isNotModified(conditional, response.etag, response.lastModified)
+      request.cacheability === 'private'
+        ? withLength(pageResponseHead(response, { cacheResult, conditional: request.conditional, privateCacheControl: privateControl }))
+        : response.status === 200 && isNotModified(request.conditional, response.etag, response.lastModified)
           ? sharedHeads(response, cacheResult).notModified
           : sharedHeads(response, cacheResult).full
     res.writeHead(head.status, head.headers)
     // A HEAD answer carries the GET's Content-Length and no body (writing one would close the connection).
     if (req.method === 'HEAD') res.end()
     else res.end(head.body)
-    recordRequest(metrics, log, { method: req.method!, url, route: '/*', status: head.status, cache: cacheResult, segment, durationMs: performance.now() - started }, genReqId(req))
+    recordRequest(metrics, log, { method: req.method!, url: req.url!, route: '/*', status: head.status, cache: cacheResult, segment: request.segment, durationMs: performance.now() - started }, genReqId(req))
   }
 
   fastPath.arm((req, res) => {
@@ -159,22 +150,22 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
     if (url.includes('?')) return false
     const started = performance.now()
     try {
-      const normalized = normalizeRequestUrl(url)
-      if (normalized.kind !== 'canonical' || ownedByAnotherRoute(normalized.path)) return false
-      const { segment, source } = resolveSegment(app.segments(), { header: req.headers['x-segment'], cookieHeader: req.headers.cookie, utmSource: undefined })
-      const response = pages.freshLocal(normalized.path, segment)
+      const request = parsePageRequest({ url, headers: req.headers }, app.segments())
+      const { target, segment } = request
+      if (target.kind !== 'canonical' || ownedByAnotherRoute(target.path)) return false
+      const response = pages.freshLocal(target.path, segment)
       if (response !== undefined) {
-        answer(req, res, url, started, { response, cacheResult: 'HIT-L1' }, segment, source)
+        answer(req, res, started, { response, cacheResult: 'HIT-L1' }, request)
         return true
       }
       if (!pages.hasSharedTier) return false
       // Not fresh here: one L2 read, answered here on a hit, else handed to the page route with the lookup.
-      return pages.lookup(normalized.path, segment).then((lookup) => {
+      return pages.lookup(target.path, segment).then((lookup) => {
         if (lookup.hit === undefined || closing) {
-          lookupsByRequest.set(req, { path: normalized.path, segment, lookup })
+          fastPath.handOver(req, target.path, segment, lookup)
           return false
         }
-        answer(req, res, url, started, lookup.hit, segment, source)
+        answer(req, res, started, lookup.hit, request)
         return true
       })
     } catch (err) {
@@ -190,4 +181,4 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
   app.addHook('onClose', async () => fastPath.arm(undefined))
 }
 
-export default fp(hitFastPathPlugin, { name: 'hit-fast-path', dependencies: ['pages', 'metrics'] })
+export default fp(hitFastPathPlugin, { name: 'hit-fast-path', dependencies: ['pages', 'segments', 'metrics'] })

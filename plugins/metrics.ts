@@ -1,21 +1,36 @@
 // Prometheus metrics (prom-client), one registry per app so two apps in one process never collide.
-// The hot path only bumps pre-bound counters; everything that needs I/O (pool, outbox, crawl weights,
-// streams) is read at scrape time, bounded, and keeps its last value when the read fails.
+// The hot path only bumps pre-bound counters. What is read at scrape time (pool, outbox, crawl weights,
+// streams, breakers) is registered by the plugin that owns it through registerCollector(): each read is
+// bounded, and a read that fails keeps the metric's last values.
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client'
-import type { CircuitState } from '../src/circuit-state.ts'
 import type { WarmReport } from '../src/cache/warm-up.ts'
-import { crawlWeightDistribution } from '../src/pages/page-repository.ts'
-import type { PageMetrics } from '../src/pages/page-service.ts'
-import { outboxDepth } from '../src/purge/purge-outbox.ts'
+import type { TieredCacheMetrics } from '../src/cache/tiered-cache.ts'
+import type { ServingMetrics } from '../src/pages/page-service.ts'
+import type { RenderMetrics } from '../src/render/page-renderer.ts'
+import { withTimeout } from '../src/timeout.ts'
 
-/** What an events consumer reports; registered by the events plugin when there is one. */
-export interface StreamStats {
-  length: number
-  lag: number | null
-  pending: number
+/** Everything the page path counts: lookups per tier, renders, stale answers, coalescing. */
+export type PageMetrics = TieredCacheMetrics & RenderMetrics & ServingMetrics & {
+  /** A request that joined a render already running for its key in this process. */
+  renderCoalesced(): void
+}
+
+export interface Sample {
+  labels?: Record<string, string>
+  value: number
+}
+
+/** A metric read at scrape time from the plugin that owns what it measures. */
+export interface CollectorSpec {
+  name: string
+  help: string
+  type: 'gauge' | 'counter'
+  labelNames?: readonly string[]
+  /** The current values; undefined (or a read that fails or overruns) keeps the last ones. */
+  read(): Sample[] | undefined | Promise<Sample[] | undefined>
 }
 
 export interface OriginMetrics {
@@ -25,8 +40,11 @@ export interface OriginMetrics {
   observeRequest(method: string, route: string, statusCode: number, cache: string, seconds: number): void
   redisError(kind: 'connection' | 'command'): void
   warmUp(report: Pick<WarmReport, 'successRate'>): void
-  /** The events consumer's stream, read at scrape time. */
-  setStreamStatsSource(read: () => Promise<StreamStats>): void
+  /**
+   * Registers a scrape-time metric. Registering a name again adds a reader to it (each plugin with a
+   * circuit breaker reports its own `breaker` label of one gauge); the type and help must agree.
+   */
+  registerCollector(spec: CollectorSpec): void
 }
 
 declare module 'fastify' {
@@ -35,23 +53,8 @@ declare module 'fastify' {
   }
 }
 
-const CIRCUIT_VALUE: Record<CircuitState, number> = { closed: 0, 'half-open': 1, open: 2 }
-/** A scrape never waits long on the database: past this, the gauge keeps its last value. */
+/** A scrape never waits long on the database: past this, the metric keeps its last values. */
 const SCRAPE_QUERY_TIMEOUT_MS = 2_000
-
-async function bounded<T>(work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${SCRAPE_QUERY_TIMEOUT_MS} ms`)), SCRAPE_QUERY_TIMEOUT_MS)
-      }),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /** Cache hits answer in well under a millisecond; renders take tens to hundreds. */
 const REQUEST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -159,13 +162,15 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
   const warmUpRatio = new Gauge({ name: 'variant_origin_warmup_success_ratio', help: 'Share of pages rendered or already fresh in the last warm-up run by this instance (1 before any run).', registers })
   warmUpRatio.set(1)
 
+  // Bumped on the page path: plain integers, handed to prom-client at scrape time.
+  const coalesced = { renders: 0, l2Reads: 0 }
   new Counter({
     name: 'variant_origin_singleflight_coalesced_total',
     help: 'Requests that waited for a render already running for the same key in this process instead of rendering again.',
     registers,
     collect() {
       this.reset()
-      this.inc(app.responseCache.coalesced)
+      this.inc(coalesced.renders)
     },
   })
   new Counter({
@@ -174,94 +179,64 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
     registers,
     collect() {
       this.reset()
-      this.inc(app.pages?.l2ReadsCoalesced ?? 0)
+      this.inc(coalesced.l2Reads)
     },
   })
-  new Gauge({
-    name: 'variant_origin_db_pool_connections',
-    help: 'PostgreSQL pool connections: total open, idle, and callers waiting for one.',
-    labelNames: ['state'] as const,
+  const overBudget = new Counter({
+    name: 'variant_origin_render_over_budget_total',
+    help: 'Misses whose render overran RENDER_BUDGET_MS; they were answered stale or by the default segment while the render went on.',
     registers,
-    collect() {
-      const { pool } = app.database
-      this.set({ state: 'total' }, pool.totalCount)
-      this.set({ state: 'idle' }, pool.idleCount)
-      this.set({ state: 'waiting' }, pool.waitingCount)
-    },
-  })
-  new Gauge({
-    name: 'variant_origin_circuit_breaker_state',
-    help: 'Circuit breakers: 0 closed, 1 half-open, 2 open (calls refused at once).',
-    labelNames: ['breaker'] as const,
-    registers,
-    collect() {
-      this.set({ breaker: 'database' }, CIRCUIT_VALUE[app.pages.databaseCircuitState])
-      const embedder = app.embedder as { circuitState?: CircuitState }
-      if (embedder.circuitState !== undefined) this.set({ breaker: 'embeddings' }, CIRCUIT_VALUE[embedder.circuitState])
-    },
-  })
-  new Gauge({
-    name: 'variant_origin_purge_outbox_depth',
-    help: 'CDN purges written to the outbox and not yet delivered.',
-    registers,
-    async collect() {
-      try {
-        this.set(await bounded(outboxDepth(app.database.db)))
-      } catch (err) {
-        app.log.debug({ err }, 'purge outbox depth not read for /metrics; keeping the last value')
-      }
-    },
   })
 
-  // The histogram scans every published page: recomputed at most every METRICS_CRAWL_WEIGHT_REFRESH_SECONDS.
-  let weightsReadAt = 0
-  new Gauge({
-    name: 'variant_origin_pages_by_crawl_weight',
-    // A gauge may not carry `le` (promtool): max_weight is the bucket's upper bound, counts are cumulative.
-    help: 'Published pages with crawl weight at most max_weight (cumulative). Refreshed every METRICS_CRAWL_WEIGHT_REFRESH_SECONDS.',
-    labelNames: ['max_weight'] as const,
-    registers,
-    async collect() {
-      if (Date.now() - weightsReadAt < app.config.metricsCrawlWeightRefreshSeconds * 1000) return
-      try {
-        for (const { le, pages } of await bounded(crawlWeightDistribution(app.database.db))) this.set({ max_weight: String(le) }, pages)
-        weightsReadAt = Date.now()
-      } catch (err) {
-        app.log.debug({ err }, 'crawl-weight distribution not read for /metrics; keeping the last values')
-      }
-    },
-  })
-
-  // The stream gauges exist only where the events stream does; one read serves the three of a scrape.
-  let readStreamStats: (() => Promise<StreamStats>) | undefined
-  const registerStreamGauges = (read: () => Promise<StreamStats>): void => {
-    const first = readStreamStats === undefined
-    readStreamStats = read
-    if (!first) return
-    let inFlight: Promise<StreamStats | undefined> | undefined
-    const current = (): Promise<StreamStats | undefined> => {
-      inFlight ??= bounded(readStreamStats!())
-        .catch((err: unknown) => {
-          app.log.debug({ err }, 'events stream not read for /metrics; keeping the last values')
-          return undefined
-        })
-        .finally(() => setImmediate(() => (inFlight = undefined)))
-      return inFlight
+  const collectors = new Map<string, { spec: CollectorSpec; readers: Array<CollectorSpec['read']> }>()
+  const registerCollector = (spec: CollectorSpec): void => {
+    const known = collectors.get(spec.name)
+    if (known !== undefined) {
+      if (known.spec.type !== spec.type || known.spec.help !== spec.help) throw new Error(`metric ${spec.name} registered twice with different type or help`)
+      known.readers.push(spec.read)
+      return
     }
-    const streamGauge = (name: string, help: string, pick: (stats: StreamStats) => number | null) =>
+    const entry = { spec, readers: [spec.read] }
+    collectors.set(spec.name, entry)
+    // Each reader's last good samples, so one failing reader keeps its values while the others move on.
+    const last = new Map<CollectorSpec['read'], Sample[]>()
+    const readAll = async (): Promise<Sample[]> => {
+      await Promise.all(
+        entry.readers.map(async (read) => {
+          try {
+            const samples = await withTimeout(Promise.resolve(read()), SCRAPE_QUERY_TIMEOUT_MS, () => new Error(`no answer within ${SCRAPE_QUERY_TIMEOUT_MS} ms`))
+            if (samples !== undefined) last.set(read, samples)
+          } catch (err) {
+            app.log.debug({ err, metric: spec.name }, 'metric not read for /metrics; keeping its last values')
+          }
+        }),
+      )
+      return [...last.values()].flat()
+    }
+    const options = { name: spec.name, help: spec.help, labelNames: [...(spec.labelNames ?? [])], registers }
+    if (spec.type === 'gauge') {
       new Gauge({
-        name,
-        help,
-        registers,
+        ...options,
         async collect() {
-          const stats = await current()
-          const value = stats === undefined ? null : pick(stats)
-          if (value !== null) this.set(value)
+          for (const { labels, value } of await readAll()) {
+            if (labels === undefined) this.set(value)
+            else this.set(labels, value)
+          }
         },
       })
-    streamGauge('variant_origin_events_stream_length', 'Entries in the engagement events stream (XLEN).', (s) => s.length)
-    streamGauge('variant_origin_events_consumer_lag', 'Stream entries not yet delivered to the consumer group (XINFO GROUPS lag).', (s) => s.lag)
-    streamGauge('variant_origin_events_pending', 'Entries delivered to a consumer and not yet acknowledged (XPENDING).', (s) => s.pending)
+    } else {
+      new Counter({
+        ...options,
+        async collect() {
+          const samples = await readAll()
+          this.reset()
+          for (const { labels, value } of samples) {
+            if (labels === undefined) this.inc(value)
+            else this.inc(labels, value)
+          }
+        },
+      })
+    }
   }
 
   const metrics: OriginMetrics = {
@@ -276,11 +251,18 @@ async function metricsPlugin(app: FastifyInstance): Promise<void> {
       },
       staleServed: (reason) => staleServed.labels(reason).inc(),
       vectorSearch: (seconds) => vectorSearch.observe(seconds),
+      overBudget: () => overBudget.inc(),
+      l2ReadCoalesced: () => {
+        coalesced.l2Reads++
+      },
+      renderCoalesced: () => {
+        coalesced.renders++
+      },
     },
     observeRequest: (method, route, statusCode, cache, seconds) => requestDuration.observe(method, route, statusCode, cache, seconds),
     redisError: (kind) => redisErrors.labels(kind).inc(),
     warmUp: (report) => warmUpRatio.set(report.successRate),
-    setStreamStatsSource: (read) => registerStreamGauges(read),
+    registerCollector,
   }
   app.decorate('metrics', metrics)
 }

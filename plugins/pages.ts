@@ -1,103 +1,59 @@
-// The page service (render + L1) and the segment directory it keys on.
+// The page path's parts, put together: the two cache tiers, the render coordinator, the renderer and
+// the serving policy (PageService) over them, and the page metrics read at scrape time.
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { randomUUID } from 'node:crypto'
-import { Cluster } from 'ioredis'
 import { RedisL2 } from '../src/cache/redis-l2.ts'
 import { ResponseCache } from '../src/cache/response-cache.ts'
+import { TieredCache } from '../src/cache/tiered-cache.ts'
+import { CIRCUIT_GAUGE, CIRCUIT_GAUGE_VALUE } from '../src/circuit-state.ts'
+import { crawlWeightDistribution } from '../src/pages/page-repository.ts'
 import { PageService } from '../src/pages/page-service.ts'
-import { listSegments } from '../src/pages/page-repository.ts'
-import { buildSegmentDirectory, type SegmentDirectory } from '../src/segments/segment-resolution.ts'
+import { PageRenderer } from '../src/render/page-renderer.ts'
+import { RenderCoordinator } from '../src/render/render-coordinator.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
     pages: PageService
-    responseCache: ResponseCache
-    segments(): SegmentDirectory
-    reloadSegments(): Promise<void>
+    /** The tiers themselves (L1 here, L2 in Redis): for invalidation and for tests. */
+    pageCache: TieredCache
   }
 }
-
-const SEGMENT_REFRESH_MS = 30_000
 
 async function pagesPlugin(app: FastifyInstance): Promise<void> {
-  const { config } = app
-  const cache = new ResponseCache(config.l1MaxBytes)
-  app.decorate('responseCache', cache)
-
-  // Until the segments load (the schema may not be migrated yet), every request is the default segment.
-  let directory = buildSegmentDirectory([])
-  const reload = async (): Promise<void> => {
-    try {
-      directory = buildSegmentDirectory(await listSegments(app.database.db))
-    } catch (err) {
-      app.log.warn({ err }, 'segment list could not be loaded; keeping the previous list')
-    }
-  }
-  await reload()
-  app.decorate('segments', () => directory)
-  app.decorate('reloadSegments', reload)
-
-  // L1 invalidations reach every instance over Redis pub/sub (the channel carries the key prefix).
-  const instanceId = randomUUID()
-  const channel = `${config.redisKeyPrefix}invalidate`
-  const redis = app.redis
+  const { config, metrics, redis, invalidationBus } = app
+  const l2 = redis === null ? null : new RedisL2(redis, app.log, () => metrics.redisError('command'))
+  const cache = new TieredCache({ l1: new ResponseCache(config.l1MaxBytes), l2, l1TtlSeconds: config.l1TtlSeconds, broadcast: invalidationBus.publish, metrics: metrics.pages })
+  invalidationBus.onMessage(({ keys, tags }) => cache.evictLocal(keys, tags))
+  const renderer = new PageRenderer({ db: app.database.db, settings: config, metrics: metrics.pages })
   const pages = new PageService({
-    db: app.database.db,
     cache,
-    l2: redis === null ? null : new RedisL2(redis, app.log, () => app.metrics.redisError('command')),
-    metrics: app.metrics.pages,
+    renders: new RenderCoordinator({ cache, locks: l2, onCoalesced: metrics.pages.renderCoalesced }),
+    renderer,
     settings: config,
+    metrics: metrics.pages,
     log: app.log,
-    segmentSlugs: () => [...directory.slugs],
-    broadcastInvalidation:
-      redis === null
-        ? undefined
-        : (message) => {
-            redis.publish(channel, JSON.stringify({ from: instanceId, ...message })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
-          },
+    segmentSlugs: () => [...app.segments().slugs],
   })
+  app.decorate('pageCache', cache)
   app.decorate('pages', pages)
 
-  if (redis !== null) {
-    // Subscribes as soon as Redis answers, and again after every reconnect (ioredis autoResubscribe).
-    // Off the request path, so without the cache client's tens-of-ms command timeout: a SUBSCRIBE sent
-    // while the process is still busy starting must not time out and leave this instance deaf to purges.
-    const subscriberOptions = { lazyConnect: false, enableOfflineQueue: true, commandTimeout: 5_000 }
-    const subscriber = redis instanceof Cluster ? redis.duplicate(undefined, { ...subscriberOptions, redisOptions: { ...redis.options.redisOptions, commandTimeout: 5_000 } }) : redis.duplicate(subscriberOptions)
-    subscriber.on('error', () => undefined) // the main client already logs Redis being down
-    subscriber.on('message', (_channel: string, message: string) => {
-      try {
-        const { from, keys, tags } = JSON.parse(message) as { from: string; keys?: string[]; tags?: string[] }
-        if (from !== instanceId) pages.evictLocal(Array.isArray(keys) ? keys : [], Array.isArray(tags) ? tags : [])
-      } catch (err) {
-        app.log.warn({ err }, 'ignoring a malformed invalidation message')
-      }
-    })
-    // Until the first SUBSCRIBE succeeds (Redis down at start), try again every few seconds; after that
-    // ioredis resubscribes on every reconnect by itself.
-    let closed = false
-    let retry: NodeJS.Timeout | undefined
-    const subscribe = (): void => {
-      subscriber.subscribe(channel).catch((err: unknown) => {
-        if (closed) return
-        app.log.warn({ err }, 'not subscribed to invalidations yet; trying again in 2 s')
-        retry = setTimeout(subscribe, 2_000)
-        retry.unref()
-      })
-    }
-    subscribe()
-    app.addHook('onClose', async () => {
-      closed = true
-      clearTimeout(retry)
-      subscriber.disconnect()
-    })
-  }
-  // Segments change rarely; a periodic reload bounds how long a new one stays unknown.
-  const timer = setInterval(() => void reload(), SEGMENT_REFRESH_MS)
-  timer.unref()
-  app.addHook('onClose', async () => clearInterval(timer))
+  metrics.registerCollector({ ...CIRCUIT_GAUGE, read: () => [{ labels: { breaker: 'database' }, value: CIRCUIT_GAUGE_VALUE[renderer.circuitState] }] })
+  // The histogram scans every published page: recomputed at most every METRICS_CRAWL_WEIGHT_REFRESH_SECONDS.
+  let weightsReadAt = 0
+  metrics.registerCollector({
+    name: 'variant_origin_pages_by_crawl_weight',
+    // A gauge may not carry `le` (promtool): max_weight is the bucket's upper bound, counts are cumulative.
+    help: 'Published pages with crawl weight at most max_weight (cumulative). Refreshed every METRICS_CRAWL_WEIGHT_REFRESH_SECONDS.',
+    type: 'gauge',
+    labelNames: ['max_weight'],
+    read: async () => {
+      if (Date.now() - weightsReadAt < config.metricsCrawlWeightRefreshSeconds * 1000) return undefined
+      const buckets = await crawlWeightDistribution(app.database.db)
+      weightsReadAt = Date.now()
+      return buckets.map(({ le, pages }) => ({ labels: { max_weight: String(le) }, value: pages }))
+    },
+  })
 }
 
-export default fp(pagesPlugin, { name: 'pages', dependencies: ['config', 'database', 'redis', 'metrics'] })
+export default fp(pagesPlugin, { name: 'pages', dependencies: ['config', 'database', 'redis', 'metrics', 'segments', 'invalidation'] })

@@ -3,7 +3,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { createAdapters } from '../src/purge/cdn-adapters.ts'
-import { deliverDuePurges } from '../src/purge/purge-outbox.ts'
+import { deliverDuePurges, outboxDepth } from '../src/purge/purge-outbox.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,6 +27,12 @@ async function purgePlugin(app: FastifyInstance): Promise<void> {
       })
   }
   app.decorate('kickPurges', drain)
+  app.metrics.registerCollector({
+    name: 'variant_origin_purge_outbox_depth',
+    help: 'CDN purges written to the outbox and not yet delivered.',
+    type: 'gauge',
+    read: async () => [{ value: await outboxDepth(app.database.db) }],
+  })
   if (adapters.length === 0) return
   const timer = setInterval(drain, TICK_MS)
   timer.unref()
@@ -36,4 +42,4 @@ async function purgePlugin(app: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(purgePlugin, { name: 'purge', dependencies: ['config', 'database'] })
+export default fp(purgePlugin, { name: 'purge', dependencies: ['config', 'database', 'metrics'] })

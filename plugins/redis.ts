@@ -1,19 +1,31 @@
-// Redis clients, failing open: short command timeouts, no offline queue, bounded reconnects.
-// With Redis off or down the origin keeps serving from L1 and PostgreSQL and says so in /health/ready.
-// `app.redis` holds the page cache, pub/sub and rate limits; `app.eventsRedis` the engagement stream,
-// which is the same client unless EVENTS_REDIS_URL gives the stream a Redis of its own (one that never
-// evicts: a cache Redis under allkeys-lru may evict the stream, and with it events already accepted).
+// Every Redis connection the origin opens, failing open: short command timeouts, no offline queue,
+// bounded reconnects. With Redis off or down the origin keeps serving from L1 and PostgreSQL and says
+// so in /health/ready.
+// - `app.redis`: the page cache (L2, render locks, tag index), invalidation publishes and rate limits;
+// - `app.redisSubscriber`: the invalidation subscriber (a subscribed connection takes no other command);
+// - `app.eventsRedis`: the engagement stream, the same client unless EVENTS_REDIS_URL gives the stream a
+//   Redis of its own (one that never evicts: a cache Redis under allkeys-lru may evict the stream, and
+//   with it events already accepted);
+// - `app.openBlockingConnection()`: the events consumer's connection for blocking reads.
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import { withTimeout } from '../src/timeout.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** null when REDIS_URL=off; a Cluster when REDIS_CLUSTER_NODES is set. */
     redis: Redis | Cluster | null
+    /** The invalidation subscriber's own connection to the cache's Redis; null when REDIS_URL=off. */
+    redisSubscriber: Redis | Cluster | null
     /** The engagement stream's Redis: its own client when EVENTS_REDIS_URL is set, else `app.redis`. */
     eventsRedis: Redis | Cluster | null
+    /**
+     * A new connection to the events Redis for blocking reads (XREADGROUP BLOCK), without the shared
+     * client's short command timeout. Its owner disconnects it. Throws when there is no events Redis.
+     */
+    openBlockingConnection(commandTimeoutMs: number): Redis | Cluster
   }
 }
 
@@ -65,25 +77,49 @@ async function openClient(app: FastifyInstance, target: Target, role: string): P
   const connecting = redis.connect()
   connecting.catch(() => undefined) // settled through the race below, or abandoned after it
   let onReady: (() => void) | undefined
-  let timer: NodeJS.Timeout | undefined
+  const ready = new Promise<void>((resolve) => redis.once('ready', (onReady = resolve)))
   try {
-    await Promise.race([
-      connecting,
-      new Promise<void>((resolve) => redis.once('ready', (onReady = resolve))),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`not ready within ${CONNECT_WAIT_MS} ms`)), CONNECT_WAIT_MS)
-      }),
-    ])
+    await withTimeout(Promise.race([connecting, ready]), CONNECT_WAIT_MS, () => new Error(`not ready within ${CONNECT_WAIT_MS} ms`))
   } catch (err) {
     app.log.warn({ err, role }, `redis unreachable at start (${role}); running degraded until it comes back`)
   } finally {
-    clearTimeout(timer)
     if (onReady !== undefined) redis.removeListener('ready', onReady)
   }
   app.addHook('onClose', async () => {
     redis.disconnect()
   })
   return redis
+}
+
+/**
+ * The subscriber: off the request path, so without the cache client's tens-of-ms command timeout (a
+ * SUBSCRIBE sent while the process is still busy starting must not time out and leave this instance deaf
+ * to purges), and with an offline queue so a SUBSCRIBE waits for the connection.
+ */
+function openSubscriber(app: FastifyInstance, redis: Redis | Cluster): Redis | Cluster {
+  const commandTimeout = app.config.redisSubscribeTimeoutMs
+  const options = { lazyConnect: false, enableOfflineQueue: true, commandTimeout }
+  const subscriber = redis instanceof Cluster ? redis.duplicate(undefined, { ...options, redisOptions: { ...redis.options.redisOptions, commandTimeout } }) : redis.duplicate(options)
+  subscriber.on('error', () => undefined) // the main client already logs Redis being down
+  app.addHook('onClose', async () => {
+    subscriber.disconnect()
+  })
+  return subscriber
+}
+
+/** A blocking read holds its connection for up to the block time: it gets its own, without the shared client's short command timeout. */
+function blockingConnection(redis: Redis | Cluster, commandTimeoutMs: number): Redis | Cluster {
+  // Nothing waits on a lost connection: no offline queue, and maxRetriesPerRequest 0 fails the commands in
+  // flight (a blocking read) the moment the connection drops; its owner backs off and tries again.
+  // A command left waiting would outlive disconnect() on a reconnecting client and hold close() for its
+  // whole timeout.
+  const overrides = { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false, commandTimeout: commandTimeoutMs }
+  const connection =
+    redis instanceof Cluster
+      ? redis.duplicate(undefined, { keyPrefix: undefined, lazyConnect: false, enableOfflineQueue: false, redisOptions: { ...redis.options.redisOptions, ...overrides } })
+      : redis.duplicate(overrides)
+  connection.on('error', () => undefined) // the client it duplicates already logs Redis being down
+  return connection
 }
 
 async function redisPlugin(app: FastifyInstance): Promise<void> {
@@ -96,8 +132,14 @@ async function redisPlugin(app: FastifyInstance): Promise<void> {
   } else {
     app.log.info('REDIS_URL=off: running on the in-process cache alone')
   }
+  const eventsRedis = eventsRedisUrl === undefined ? redis : await openClient(app, { url: eventsRedisUrl }, 'events')
   app.decorate<Redis | Cluster | null>('redis', redis)
-  app.decorate<Redis | Cluster | null>('eventsRedis', eventsRedisUrl === undefined ? redis : await openClient(app, { url: eventsRedisUrl }, 'events'))
+  app.decorate<Redis | Cluster | null>('redisSubscriber', redis === null ? null : openSubscriber(app, redis))
+  app.decorate<Redis | Cluster | null>('eventsRedis', eventsRedis)
+  app.decorate('openBlockingConnection', (commandTimeoutMs: number) => {
+    if (eventsRedis === null) throw new Error('no events Redis (REDIS_URL=off and no EVENTS_REDIS_URL)')
+    return blockingConnection(eventsRedis, commandTimeoutMs)
+  })
 }
 
 export default fp(redisPlugin, { name: 'redis', dependencies: ['config', 'metrics'] })

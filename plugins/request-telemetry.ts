@@ -2,9 +2,22 @@
 // (request id, route, status, cache result, duration). Fastify's own two lines per request are off.
 // The L1-hit fast path (plugins/hit-fast-path.ts) records its requests through the same function.
 
+import type { IncomingMessage } from 'node:http'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { OriginMetrics } from './metrics.ts'
+
+/** A request id: the CDN's X-Request-Id when it sends one, else this process's prefix and a counter. */
+export function requestIdGenerator(): (req: IncomingMessage) => string {
+  const prefix = `${process.pid.toString(36)}-${Date.now().toString(36)}`
+  let counter = 0
+  return (req) => {
+    const given = req.headers['x-request-id']
+    if (typeof given === 'string' && given !== '' && given.length <= 200) return given
+    counter = (counter + 1) % Number.MAX_SAFE_INTEGER
+    return `${prefix}-${counter.toString(36)}`
+  }
+}
 
 /** Requests Fastify could not route (a 404 before any route) share one label, so URLs never become labels. */
 const UNMATCHED_ROUTE = '__unmatched__'

@@ -3,13 +3,12 @@
 
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ingestPages, ingestSegments, ingestVariants, validationError } from '../src/ingest/ingest-service.ts'
+import { ingestPages, ingestSegments, ingestVariants } from '../src/ingest/ingest-service.ts'
 import { isCanonicalPagePath } from '../src/http/url-normalize.ts'
 import { enqueuePurge } from '../src/purge/purge-outbox.ts'
 import { warmUp } from '../src/cache/warm-up.ts'
-import { DomainError } from '../src/errors.ts'
+import { DomainError, validationError } from '../src/errors.ts'
 import { listLandingPaths } from '../src/pages/page-repository.ts'
-import { ADMIN_SECURITY, requireAdminToken } from '../plugins/admin-auth.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
 const ADMIN_BODY_LIMIT = 64 * 1024 * 1024
@@ -24,10 +23,11 @@ const IngestSummary = Type.Object({
 })
 
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  if (!requireAdminToken(app)) {
+  if (!app.adminAuth.protect(app)) {
     app.log.info('ADMIN_TOKEN is not set: the admin API is off')
     return
   }
+  const ADMIN_SECURITY = app.adminAuth.security
 
   app.post(
     '/admin/purge',
@@ -110,7 +110,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const result = await ingestSegments(app.database.db, request.body.segments)
       await app.reloadSegments()
       // Segment membership changes which variant a request gets: start every page afresh.
-      app.responseCache.clear()
+      app.pageCache.clearLocal()
       return result
     },
   )

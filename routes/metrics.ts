@@ -1,7 +1,7 @@
 // GET /metrics for Prometheus: never cached; behind a bearer token when METRICS_TOKEN is set.
 
 import type { FastifyPluginAsync } from 'fastify'
-import { bearerTokenCheck } from '../plugins/admin-auth.ts'
+import { bearerTokenCheck } from '../src/http/bearer-token.ts'
 
 const metricsRoutes: FastifyPluginAsync = async (app) => {
   const { registry } = app.metrics

@@ -1,38 +1,29 @@
-// The page surface the CDN pulls: GET/HEAD of any path. Normalize, resolve the segment, serve from
-// L1 or render, answer conditional requests with 304. Nothing else runs on a hit.
+// The page surface the CDN pulls: GET/HEAD of any path. Fresh hits were answered in front of Fastify
+// (plugins/hit-fast-path.ts); what reaches this route is a redirect, a miss, a stale answer or an
+// invalid path: parse the request (src/http/page-request.ts), serve it (src/pages/page-service.ts),
+// put it on the wire (src/http/page-response.ts).
 
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { publicCacheHeaders } from '../src/http/cache-policy.ts'
+import { privateCacheControl, shortLivedCacheHeaders } from '../src/http/cache-policy.ts'
+import { parsePageRequest } from '../src/http/page-request.ts'
 import { pageResponseHead } from '../src/http/page-response.ts'
-import { takeFastPathLookup } from '../plugins/hit-fast-path.ts'
-import { normalizeRequestUrl } from '../src/http/url-normalize.ts'
-import { resolveSegment, SEGMENT_COOKIE } from '../src/segments/segment-resolution.ts'
+import { SEGMENT_COOKIE } from '../src/segments/segment-resolution.ts'
 
 const SEGMENT_COOKIE_MAX_AGE = 30 * 86_400
 
 const pageRoutes: FastifyPluginAsync = async (app) => {
-  const { config } = app
-  const redirectHeaders = {
-    ...publicCacheHeaders({ ...config, staleWhileRevalidateSeconds: 0, staleIfErrorSeconds: 0 }, config.redirectTtlSeconds, []),
-    'content-type': 'text/plain; charset=utf-8',
-  }
-  const privateCacheControl = `private, max-age=${config.browserMaxAgeSeconds}`
+  const { config, pages, hitFastPath } = app
+  const redirectHeaders = { ...shortLivedCacheHeaders(config, config.redirectTtlSeconds, []), 'content-type': 'text/plain; charset=utf-8' }
+  const privateControl = privateCacheControl(config)
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
-    const url = request.url
-    const normalized = normalizeRequestUrl(url)
-    const queryAt = url.indexOf('?')
     const directory = app.segments()
-    const { segment, source } = resolveSegment(directory, {
-      header: request.headers['x-segment'],
-      cookieHeader: request.headers.cookie,
-      utmSource: queryAt === -1 ? undefined : new URLSearchParams(url.slice(queryAt + 1)).get('utm_source'),
-    })
+    const { target, segment, segmentSource, cacheability, conditional } = parsePageRequest(request, directory)
 
-    if (normalized.kind === 'redirect') {
+    if (target.kind === 'redirect') {
       // Same origin, path only: the Location is built from the canonical path, never from a host.
-      reply.code(301).headers(redirectHeaders).header('location', normalized.location).header('x-segment', segment)
-      if (source === 'utm') {
+      reply.code(301).headers(redirectHeaders).header('location', target.location).header('x-segment', segment)
+      if (segmentSource === 'utm') {
         // The utm rule chose a segment: the cookie carries it past the redirect that drops the utm
         // parameters. A response that sets a cookie is never stored by a shared cache.
         reply
@@ -41,18 +32,14 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
           .removeHeader('cdn-cache-control')
           .removeHeader('surrogate-control')
       }
-      return reply.send(`Moved to ${normalized.location}\n`)
+      return reply.send(`Moved to ${target.location}\n`)
     }
 
     const { response, cacheResult } =
-      normalized.kind === 'canonical'
-        ? await app.pages.serve(normalized.path, segment, directory.defaultSlug, takeFastPathLookup(request.raw, normalized.path, segment))
-        : await app.pages.serveInvalidPath(segment)
-    const head = pageResponseHead(response, {
-      cacheResult,
-      conditional: { ifNoneMatch: request.headers['if-none-match'], ifModifiedSince: request.headers['if-modified-since'] },
-      privateCacheControl: source === 'cookie' || source === 'utm' ? privateCacheControl : undefined,
-    })
+      target.kind === 'canonical'
+        ? await pages.serve(target.path, segment, directory.defaultSlug, hitFastPath.takeLookup(request.raw, target.path, segment))
+        : pages.serveInvalidPath(segment)
+    const head = pageResponseHead(response, { cacheResult, conditional, privateCacheControl: cacheability === 'private' ? privateControl : undefined })
     reply.code(head.status).headers(head.headers)
     return head.body === undefined ? reply.send() : reply.send(head.body)
   }

@@ -4,7 +4,6 @@
 
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ADMIN_SECURITY, requireAdminToken } from '../plugins/admin-auth.ts'
 import { applySearchConsoleImport, searchAnalyticsImport } from '../src/search-console/search-console-import.ts'
 import { chunks } from '../src/chunks.ts'
 
@@ -14,7 +13,8 @@ const IMPORT_BODY_LIMIT = 128 * 1024 * 1024
 const EVICT_BATCH = 1_000
 
 const searchConsoleRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  if (!requireAdminToken(app)) return
+  if (!app.adminAuth.protect(app)) return
+  const ADMIN_SECURITY = app.adminAuth.security
 
   app.post(
     '/admin/search-console',

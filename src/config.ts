@@ -30,6 +30,8 @@ export interface Config {
   eventsRedisUrl: string | undefined
   redisKeyPrefix: string
   redisCommandTimeoutMs: number
+  /** Timeout of the invalidation subscriber's SUBSCRIBE, and its retry interval until the first one succeeds. */
+  redisSubscribeTimeoutMs: number
   cdnFlavour: CdnFlavour
   browserMaxAgeSeconds: number
   staleWhileRevalidateSeconds: number
@@ -254,6 +256,7 @@ export function loadConfig(env: Env = process.env): Config {
     eventsRedisUrl: read.url('EVENTS_REDIS_URL', ['redis:', 'rediss:'], undefined, 'redis://host:6379[/db] or rediss://... (unset: the stream shares REDIS_URL)'),
     redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'vo:', /^[\w:.{}-]{1,64}$/, 'up to 64 letters, digits or : . _ - { }'),
     redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 50, 5, 10_000),
+    redisSubscribeTimeoutMs: read.integer('REDIS_SUBSCRIBE_TIMEOUT_MS', 5_000, 100, 60_000),
     cdnFlavour: read.oneOf('CDN_FLAVOUR', CDN_FLAVOURS, 'generic'),
     browserMaxAgeSeconds: read.integer('BROWSER_MAX_AGE_SECONDS', 60, 0, DAY),
     staleWhileRevalidateSeconds: read.integer('STALE_WHILE_REVALIDATE_SECONDS', 600, 0, 7 * DAY),

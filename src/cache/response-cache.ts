@@ -1,5 +1,5 @@
-// In-process response cache (L1): an LRU bounded in bytes, plus single-flight so one key renders
-// once however many requests miss on it at the same moment.
+// In-process response cache (L1): an LRU bounded in bytes, holding each entry until its stale window
+// ends. Freshness is its callers' business (src/cache/tiered-cache.ts); this is only the memory.
 
 import { LRUCache } from 'lru-cache'
 
@@ -37,8 +37,6 @@ const ENTRY_OVERHEAD_BYTES = 512
 
 export class ResponseCache {
   private readonly lru: LRUCache<string, L1Entry>
-  private readonly inFlight = new Map<string, Promise<CachedResponse>>()
-  coalesced = 0
 
   constructor(maxBytes: number) {
     this.lru = new LRUCache<string, L1Entry>({
@@ -58,22 +56,6 @@ export class ResponseCache {
     const ttl = response.staleUntil - Date.now()
     if (ttl <= 0) return
     this.lru.set(key, { response, localFreshUntil: Math.min(localFreshUntil, response.freshUntil) }, { ttl: Math.ceil(ttl) })
-  }
-
-  /** Runs `render` once per key at a time; concurrent callers share its result (or its error). */
-  async singleFlight(key: string, render: () => Promise<CachedResponse>): Promise<CachedResponse> {
-    const pending = this.inFlight.get(key)
-    if (pending !== undefined) {
-      this.coalesced++
-      return pending
-    }
-    const promise = render().finally(() => this.inFlight.delete(key))
-    this.inFlight.set(key, promise)
-    return promise
-  }
-
-  isInFlight(key: string): boolean {
-    return this.inFlight.has(key)
   }
 
   /** Evicts every entry carrying one of these tags. */

@@ -36,3 +36,53 @@ export function pageResponseHead(response: CachedResponse, options: PageResponse
   }
   return { status: notModified ? 304 : response.status, headers, body: notModified ? undefined : response.body }
 }
+
+/** Headers a 304 repeats from the full response: caching, tags, validators, Vary (RFC 9110 section 15.4.5). */
+const NOT_MODIFIED_HEADERS = ['cache-control', 'cdn-cache-control', 'surrogate-control', 'surrogate-key', 'xkey', 'cache-tag', 'edge-cache-tag', 'etag', 'last-modified', 'vary', 'x-segment']
+
+export interface EntryHeaderInput {
+  status: number
+  /** Cache-Control and the CDN's targeted and tag headers (src/http/cache-policy.ts). */
+  cacheHeaders: Record<string, string>
+  segment: string
+  etag: string
+  /** Whole seconds (HTTP dates carry no more). */
+  lastModified: Date
+}
+
+/** Every header a rendered page entry is stored with, and the subset its 304 repeats, assembled once at render time. */
+export function pageEntryHeaders(input: EntryHeaderInput): { headers: Record<string, string>; notModifiedHeaders: Record<string, string> } {
+  const headers: Record<string, string> = {
+    'content-type': 'text/html; charset=utf-8',
+    ...input.cacheHeaders,
+    vary: 'X-Segment',
+    'x-segment': input.segment,
+    'x-content-type-options': 'nosniff',
+  }
+  if (input.status === 200) {
+    headers.etag = input.etag
+    headers['last-modified'] = input.lastModified.toUTCString()
+  }
+  return { headers, notModifiedHeaders: notModifiedSubset(headers) }
+}
+
+function notModifiedSubset(headers: Record<string, string>): Record<string, string> {
+  const subset: Record<string, string> = {}
+  for (const name of NOT_MODIFIED_HEADERS) {
+    const value = headers[name]
+    if (value !== undefined) subset[name] = value
+  }
+  return subset
+}
+
+/**
+ * Another segment's entry standing in for this one's (a personalized render over its budget): the same
+ * bytes, told as this segment's, with `cacheHeaders` (short-lived) so the CDN asks again soon.
+ */
+export function asStandIn(response: CachedResponse, segment: string, cacheHeaders: Record<string, string>): CachedResponse {
+  return {
+    ...response,
+    headers: { ...response.headers, ...cacheHeaders, 'x-segment': segment },
+    notModifiedHeaders: { ...response.notModifiedHeaders, ...cacheHeaders, 'x-segment': segment },
+  }
+}

@@ -1,0 +1,67 @@
+// L1 invalidations across instances, over Redis pub/sub: an instance that evicts keys or tags publishes
+// them; every other instance drops them from its own L1. The channel carries the key prefix, so two
+// deployments sharing one Redis never evict each other's entries. Without Redis, this is one instance:
+// nothing to tell.
+
+import { randomUUID } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import type { InvalidationMessage } from '../src/cache/tiered-cache.ts'
+
+export interface InvalidationBus {
+  /** Tells the other instances; undefined when there are none to tell (REDIS_URL=off). */
+  publish: ((message: InvalidationMessage) => void) | undefined
+  /** What to do with another instance's message (one handler: the page cache's L1 eviction). */
+  onMessage(handler: (message: InvalidationMessage) => void): void
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    invalidationBus: InvalidationBus
+  }
+}
+
+async function invalidationPlugin(app: FastifyInstance): Promise<void> {
+  const { redis, redisSubscriber: subscriber, config } = app
+  let handler: (message: InvalidationMessage) => void = () => undefined
+  if (redis === null || subscriber === null) {
+    app.decorate<InvalidationBus>('invalidationBus', { publish: undefined, onMessage: (h) => void (handler = h) })
+    return
+  }
+  const instanceId = randomUUID()
+  const channel = `${config.redisKeyPrefix}invalidate`
+  subscriber.on('message', (_channel: string, raw: string) => {
+    try {
+      const { from, keys, tags } = JSON.parse(raw) as { from: string; keys?: unknown; tags?: unknown }
+      if (from !== instanceId) handler({ keys: Array.isArray(keys) ? keys : [], tags: Array.isArray(tags) ? tags : [] })
+    } catch (err) {
+      app.log.warn({ err }, 'ignoring a malformed invalidation message')
+    }
+  })
+  // Until the first SUBSCRIBE succeeds (Redis down at start), try again every few seconds; after that
+  // ioredis resubscribes on every reconnect by itself (autoResubscribe).
+  const retryMs = Math.min(2_000, config.redisSubscribeTimeoutMs)
+  let closed = false
+  let retry: NodeJS.Timeout | undefined
+  const subscribe = (): void => {
+    subscriber.subscribe(channel).catch((err: unknown) => {
+      if (closed) return
+      app.log.warn({ err }, `not subscribed to invalidations yet; trying again in ${retryMs} ms`)
+      retry = setTimeout(subscribe, retryMs)
+      retry.unref()
+    })
+  }
+  subscribe()
+  app.addHook('onClose', async () => {
+    closed = true
+    clearTimeout(retry)
+  })
+  app.decorate<InvalidationBus>('invalidationBus', {
+    publish: (message) => {
+      redis.publish(channel, JSON.stringify({ from: instanceId, ...message })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
+    },
+    onMessage: (h) => void (handler = h),
+  })
+}
+
+export default fp(invalidationPlugin, { name: 'invalidation', dependencies: ['config', 'redis'] })

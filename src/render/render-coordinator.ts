@@ -1,0 +1,99 @@
+// One render per cold key: single-flight within this process, and across processes a short Redis
+// lock (SET NX PX) whose losers wait for the winner's entry in L2 instead of rendering it again.
+// The result lands in both cache tiers.
+
+import { randomUUID } from 'node:crypto'
+import type { CachedResponse } from '../cache/response-cache.ts'
+import type { TieredCache } from '../cache/tiered-cache.ts'
+
+/** The lock half of the L2 client (src/cache/redis-l2.ts). */
+export interface RenderLocks {
+  /** true: this instance renders; false: another one is; undefined: Redis cannot say (render anyway). */
+  tryLock(key: string, token: string, ttlMs: number): Promise<boolean | undefined>
+  unlock(key: string, token: string): Promise<void>
+}
+
+export interface RenderCoordinatorOptions {
+  cache: TieredCache
+  /** null: one instance on its own (REDIS_URL=off): single-flight alone. */
+  locks: RenderLocks | null
+  /** A request that joined a render already running for its key in this process. */
+  onCoalesced: () => void
+}
+
+/** How long one instance may render a cold key before another stops waiting for it. */
+const RENDER_LOCK_MS = 5_000
+/** How long an instance that lost the lock waits for the winner's entry before rendering itself. */
+const LOCK_WAIT_MS = 2_000
+const LOCK_POLL_MS = 20
+
+export class RenderCoordinator {
+  private readonly cache: TieredCache
+  private readonly locks: RenderLocks | null
+  private readonly onCoalesced: () => void
+  private readonly lockToken = randomUUID()
+  private readonly inFlight = new Map<string, Promise<CachedResponse>>()
+
+  constructor(options: RenderCoordinatorOptions) {
+    this.cache = options.cache
+    this.locks = options.locks
+    this.onCoalesced = options.onCoalesced
+  }
+
+  /** true while this process renders the key. */
+  isRendering(key: string): boolean {
+    return this.inFlight.has(key)
+  }
+
+  /**
+   * `render` once for `key` however many callers ask at the same moment, stored in both tiers. A
+   * refresh (`refreshing`) renders even when another instance has just written a fresh entry.
+   */
+  render(key: string, render: () => Promise<CachedResponse>, options: { refreshing?: boolean } = {}): Promise<CachedResponse> {
+    const pending = this.inFlight.get(key)
+    if (pending !== undefined) {
+      this.onCoalesced()
+      return pending
+    }
+    const promise = this.renderLocked(key, render, options.refreshing === true).finally(() => this.inFlight.delete(key))
+    this.inFlight.set(key, promise)
+    return promise
+  }
+
+  private async renderLocked(key: string, render: () => Promise<CachedResponse>, refreshing: boolean): Promise<CachedResponse> {
+    const lockKey = `lock:${key}`
+    const locked = this.locks === null ? undefined : await this.locks.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS)
+    if (locked === false) {
+      const theirs = await this.waitForWinner(key)
+      if (theirs !== undefined) {
+        this.cache.storeLocal(key, theirs)
+        return theirs
+      }
+    }
+    try {
+      if (locked === true && !refreshing) {
+        // Double-check: another instance may have finished and unlocked between our L2 miss and our lock.
+        const justWritten = await this.cache.freshShared(key)
+        if (justWritten !== undefined) {
+          this.cache.storeLocal(key, justWritten)
+          return justWritten
+        }
+      }
+      const response = await render()
+      await this.cache.store(key, response)
+      return response
+    } finally {
+      if (locked === true) await this.locks?.unlock(lockKey, this.lockToken)
+    }
+  }
+
+  private async waitForWinner(key: string): Promise<CachedResponse | undefined> {
+    const deadline = Date.now() + LOCK_WAIT_MS
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS))
+      const entry = await this.cache.freshShared(key)
+      if (entry !== undefined) return entry
+    }
+    return undefined
+  }
+}
