@@ -1,5 +1,7 @@
 // Configuration from the environment, validated once at start.
 // A bad value is reported with the variable's name and what it accepts, all at once, never half-applied.
+// Over 300 lines on purpose: it is the one table of every variable (type, default, range, message), read
+// top to bottom beside the README's; split, a variable's default and its check would live apart.
 
 export const CDN_FLAVOURS = ['generic', 'varnish', 'fastly', 'cloudflare', 'akamai', 'cloudfront'] as const
 export type CdnFlavour = (typeof CDN_FLAVOURS)[number]

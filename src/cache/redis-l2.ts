@@ -38,7 +38,6 @@ export class RedisL2 {
   private readonly log: Logger
   private readonly onError: () => void
   private lastWarning = 0
-  errors = 0
 
   constructor(redis: Redis | Cluster, log: Logger, onError: () => void = () => undefined) {
     this.redis = redis
@@ -47,7 +46,6 @@ export class RedisL2 {
   }
 
   private failed(err: unknown, operation: string): void {
-    this.errors++
     this.onError()
     const now = Date.now()
     if (now - this.lastWarning > 10_000) {

@@ -7,6 +7,7 @@ import { fnv1a32 } from '../hash.ts'
 import { embeddingHash } from '../embeddings/embedder.ts'
 import { LOCAL_EMBEDDING_MODEL, localEmbedding } from '../embeddings/local-embedder.ts'
 import { toPgVector } from '../db/pg-vector.ts'
+import type { VariantInput } from '../ingest/validation.ts'
 import { sanitizeBodyHtml } from '../render/sanitize.ts'
 
 export const EMBEDDING_DIMENSIONS = 1536
@@ -120,17 +121,8 @@ const SEGMENT_VOICE: Record<string, { headline: (n: string) => string; subhead: 
   },
 }
 
-export function demoVariants(): Array<{
-  variant_key: string
-  segment: string
-  headline: string
-  subhead: string
-  features: string[]
-  cta_label: string
-  cta_url: string
-  social_proof: string
-  text: string
-}> {
+/** A demo variant: what ingest accepts (VariantInput), keyed by variant_key as the table stores it. */
+export function demoVariants(): Array<Omit<VariantInput, 'key' | 'metadata'> & { variant_key: string }> {
   const variants = []
   for (const [vertical, v] of Object.entries(VERTICALS)) {
     for (const segment of DEMO_SEGMENTS) {

@@ -3,6 +3,8 @@
 // commit (at-least-once delivery; the receipts table makes a second delivery count nothing).
 // Entries left pending by a dead consumer are claimed after an idle time; an entry delivered too
 // many times, or one that cannot be read, moves to the dead-letter stream instead of blocking the rest.
+// About 300 lines on purpose: one loop and its failure paths (read, claim, dead-letter, back off, stop)
+// are one state machine, easier to check whole than spread over files.
 
 import { type Kysely, sql } from 'kysely'
 import type { Cluster, Redis } from 'ioredis'

@@ -2,7 +2,10 @@
 // PostgreSQL within the budget, readiness says degraded, and the origin reconnects by itself.
 
 import t from 'tap'
-import { buildTestApp } from '../helper.ts'
+import { buildApp, loggerOptions } from '../../app.ts'
+import { deleteKeysWithPrefix } from '../support/redis-keys.ts'
+import { buildTestApp, testConfig } from '../helper.ts'
+import { captureLogLines } from '../support/log-lines.ts'
 import { privateRedis } from '../support/redis-server.ts'
 import { until as waitUntil } from '../support/until.ts'
 
@@ -52,19 +55,27 @@ t.test('killed, restarted, paused', async (t) => {
 t.test('Redis down while an instance starts: it still hears invalidations once Redis is back', async (t) => {
   const late = await privateRedis(t)
   await late.kill()
-  const env = { REDIS_URL: late.url, REDIS_KEY_PREFIX: 'vo-faults-late:' }
-  const a = await buildTestApp(t, env)
+  // A short subscribe timeout, so the first SUBSCRIBE fails (and is retried) within a second.
+  const env = { REDIS_URL: late.url, REDIS_KEY_PREFIX: 'vo-faults-late:', REDIS_SUBSCRIBE_TIMEOUT_MS: '300' }
+  const { lines, stream } = captureLogLines()
+  const config = testConfig({ ...env, LOG_LEVEL: 'warn' })
+  const a = await buildApp(config, { logger: { ...(loggerOptions(config, false) as object), stream } })
+  t.teardown(async () => {
+    await a.close()
+    await deleteKeysWithPrefix(late.url, config.redisKeyPrefix)
+  })
+  await a.ready()
   const path = '/crm/dentists/austin'
   t.equal((await a.inject({ url: path })).statusCode, 200, 'served while Redis is down')
   t.ok(a.pages.freshLocal(path, 'general'), 'in L1')
-  // Down for longer than the subscriber's 5 s command timeout, so its first SUBSCRIBE fails.
-  await new Promise((resolve) => setTimeout(resolve, 6_000))
+  const failedSubscribe = () => lines.some((line) => typeof line.msg === 'string' && line.msg.startsWith('not subscribed to invalidations yet'))
+  await until('the first SUBSCRIBE to fail while Redis is down', failedSubscribe)
+  t.ok(failedSubscribe(), 'the subscriber said it is not subscribed yet and will try again')
   await late.start()
   const b = await buildTestApp(t, { ...env, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1', SEED_DEMO: 'false' })
-  const deadline = Date.now() + 15_000
-  while (a.pages.freshLocal(path, 'general') !== undefined && Date.now() < deadline) {
+  await until("a purge on the other instance to reach this one's L1", async () => {
     await b.pages.purge([path], [])
-    await new Promise((resolve) => setTimeout(resolve, 250))
-  }
+    return a.pages.freshLocal(path, 'general') === undefined
+  })
   t.equal(a.pages.freshLocal(path, 'general'), undefined, "a purge on the other instance evicted this one's L1 copy")
 })
