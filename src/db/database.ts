@@ -55,7 +55,7 @@ export async function openDatabase(settings: DatabaseSettings, log: Logger): Pro
   // Filtered nearest-neighbour queries keep scanning the HNSW index until enough rows pass the filter
   // (pgvector 0.8 iterative scans); without it a segment filter can return nothing or a wrong row.
   // ef_search 1000 (the maximum): at 100 or 400 the forced-index recall test measured 0.95-0.97 on some
-  // index builds; at 1000 it stays at 0.995-1.0 (test/db/variant-recall.test.ts). It costs on a cold
+  // index builds; at 1000 it stays at 0.995-1.0 (test/integration/db/variant-recall.test.ts). It costs on a cold
   // miss: 32.8 ms a lookup against 7.9 ms at 200, measured on 10,000 variants in 4 segments (embedded).
   // Queued before any other query on the new client, so no query runs without it.
   pool.on('connect', (client) => {

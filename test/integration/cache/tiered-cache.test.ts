@@ -1,0 +1,138 @@
+// The tiered cache across two app instances sharing one Redis: L2 hits, pub/sub invalidation,
+// one render per key across instances, stale-while-revalidate, stale-if-error, fast 503s.
+
+import t from 'tap'
+import { buildTestApp } from '../../helper.ts'
+import { privateRedis } from '../../support/redis-server.ts'
+import { Redis } from 'ioredis'
+import { pageCacheKey } from '../../../src/pages/page-service.ts'
+import { metricValue } from '../../support/metrics.ts'
+import { until } from '../../support/until.ts'
+
+const redis = await privateRedis(t)
+const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-tier:' }
+
+t.test('two instances share L2 and invalidations', async (t) => {
+  const a = await buildTestApp(t, shared)
+  // Both instances on one database, as in production: the second reaches the first's embedded server.
+  const b = await buildTestApp(t, { ...shared, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const first = await a.inject({ url: '/crm/gyms/austin' })
+  t.equal(first.headers['x-cache'], 'MISS')
+  const fromB = await b.inject({ url: '/crm/gyms/austin' })
+  t.equal(fromB.headers['x-cache'], 'HIT-L2', 'the other instance answers from Redis')
+  t.equal(fromB.body, first.body)
+  t.equal(fromB.headers.etag, first.headers.etag)
+  t.equal(fromB.headers['cache-control'], first.headers['cache-control'])
+  t.equal((await b.inject({ url: '/crm/gyms/austin' })).headers['x-cache'], 'HIT-L1')
+
+  await a.database.db.updateTable('pages').set({ title: 'CRM for Gyms in Austin, revised', updated_at: new Date() }).where('path', '=', '/crm/gyms/austin').execute()
+  await a.pages.invalidatePaths(['/crm/gyms/austin'])
+  let after: Awaited<ReturnType<typeof b.inject>> | undefined
+  await until('the invalidation to reach the other instance', async () => ((after = await b.inject({ url: '/crm/gyms/austin' })).headers['x-cache'] !== 'HIT-L1'), { timeoutMs: 1_000, intervalMs: 25 })
+  t.not(after!.headers['x-cache'], 'HIT-L1', 'the invalidation reached the other instance over pub/sub')
+  t.match(after!.body, 'CRM for Gyms in Austin, revised')
+})
+
+t.test('a stampede on one cold key renders once across two instances', async (t) => {
+  const a = await buildTestApp(t, shared)
+  // Both instances on one database, as in production: the second reaches the first's embedded server.
+  const b = await buildTestApp(t, { ...shared, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const renders = async () => (await metricValue(a, 'variant_origin_renders_total')) + (await metricValue(b, 'variant_origin_renders_total'))
+  const before = await renders()
+  const url = '/payroll/plumbers/miami'
+  const responses = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).inject({ url })))
+  t.ok(responses.every((r) => r.statusCode === 200))
+  t.equal(new Set(responses.map((r) => r.headers.etag)).size, 1, 'one body for everyone')
+  t.equal((await renders()) - before, 1, 'one render in all')
+})
+
+t.test('stale-while-revalidate, then stale-if-error and fast 503s when PostgreSQL fails', async (t) => {
+  const app = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-stale:', ORIGIN_FRESH_SECONDS: '1', L1_TTL_SECONDS: '1' })
+  const url = '/helpdesk/schools/boston'
+  const warm = await app.inject({ url })
+  t.equal(warm.headers['x-cache'], 'MISS')
+  await new Promise((resolve) => setTimeout(resolve, 1100)) // the 1 s fresh window passing is the point
+  const stale = await app.inject({ url })
+  t.equal(stale.headers['x-cache'], 'STALE', 'past the fresh window: served stale')
+  t.ok(Number(stale.headers.age) >= 1, `a stale answer carries its Age (${stale.headers.age})`)
+  t.notOk('age' in warm.headers, 'a fresh render has none')
+  t.equal(stale.body, warm.body)
+  let refreshed: Awaited<ReturnType<typeof app.inject>> | undefined
+  await until('the background refresh', async () => ((refreshed = await app.inject({ url })).headers['x-cache'] === 'HIT-L1'), { timeoutMs: 1_000, intervalMs: 25 })
+  t.equal(refreshed!.headers['x-cache'], 'HIT-L1', 'the background refresh replaced it')
+
+  // PostgreSQL goes away.
+  await app.database.pool.end()
+  await new Promise((resolve) => setTimeout(resolve, 1100)) // past the fresh window again: a refresh is due, and fails
+  const fromStale = await app.inject({ url })
+  t.equal(fromStale.statusCode, 200, 'a warm key is still served')
+  t.equal(fromStale.headers['x-cache'], 'STALE')
+  t.equal(fromStale.body, warm.body, 'the failed refresh did not replace the good entry')
+  const cold = (i: number) => app.inject({ url: `/helpdesk/gyms/city-${i}` })
+  for (let i = 0; i < 8; i++) {
+    const res = await cold(i)
+    t.equal(res.statusCode, 503, 'a cold key is a 503')
+    t.equal(res.headers['cache-control'], 'no-store')
+    t.equal(res.headers['retry-after'], '5')
+  }
+  t.equal(await metricValue(app, 'variant_origin_circuit_breaker_state', { breaker: 'database' }), 2, 'the database circuit opened')
+  const attempts = await metricValue(app, 'variant_origin_renders_total')
+  const refused = await Promise.all([8, 9, 10].map(cold))
+  t.same(
+    { statuses: refused.map((r) => r.statusCode), renders: (await metricValue(app, 'variant_origin_renders_total')) - attempts },
+    { statuses: [503, 503, 503], renders: 0 },
+    'once open, cold keys are refused without a render reaching the database',
+  )
+  const again = await app.inject({ url })
+  t.equal(again.statusCode, 200, 'the warm key stays served with the circuit open')
+})
+
+t.test('warm-up renders the top pages for every segment into L2, never over live entries', async (t) => {
+  const a = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-warm:', ADMIN_TOKEN: 'warm-test-token-0123456789' })
+  const b = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-warm:', DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const auth = { authorization: 'Bearer warm-test-token-0123456789' }
+  const top = await a.database.db.selectFrom('pages').select('path').where('status', '=', 'published').orderBy('crawl_weight', 'desc').orderBy('id').limit(3).execute()
+  await a.inject({ url: top[0]!.path }) // live traffic got there first for one key
+  const res = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20, concurrency: 4 } })
+  t.equal(res.statusCode, 200, res.body)
+  t.match(res.json(), { pages: 20, segments: 4, attempted: 80, warmed: 79, skipped: 1, failed: 0, successRate: 1 })
+  for (const { path } of top) {
+    t.equal((await b.inject({ url: path, headers: { 'x-segment': 'smb' } })).headers['x-cache'], 'HIT-L2', `${path} warm for another instance`)
+  }
+  const again = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20 } })
+  t.match(again.json(), { warmed: 0, skipped: 80, successRate: 1 }, 'a second run finds everything fresh')
+  t.equal((await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 0 } })).statusCode, 400)
+})
+
+t.test('concurrent lookups of one key share one Redis read; an invalidation splits them and keeps L1 clean', async (t) => {
+  const app = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-coalesce:' })
+  const path = '/crm/dentists/austin'
+  t.equal((await app.inject({ url: path })).headers['x-cache'], 'MISS')
+  const key = pageCacheKey(path, 'general')
+  const direct = new Redis(redis.url)
+  t.teardown(() => direct.disconnect())
+  const gets = async () => Number(/cmdstat_get:calls=(\d+)/.exec(await direct.info('commandstats'))?.[1] ?? 0)
+
+  app.pageCache.evictLocal([key]) // L1 forgets it; L2 still holds it
+  const before = await gets()
+  const lookups = await Promise.all(Array.from({ length: 20 }, () => app.pages.lookup(path, 'general')))
+  t.ok(lookups.every((l) => l.hit?.cacheResult === 'HIT-L2'))
+  t.equal(new Set(lookups.map((l) => l.hit!.response)).size, 1, 'one decoded entry for all of them')
+  t.equal(await gets(), before + 1, 'one GET for twenty lookups')
+  t.equal(await metricValue(app, 'variant_origin_l2_reads_coalesced_total'), 19)
+  t.ok(app.pages.freshLocal(path, 'general'), 'the L2 hit refilled L1')
+  t.match((await app.inject({ url: '/metrics' })).body, /variant_origin_l2_reads_coalesced_total 19\n/)
+
+  // A purge lands while a read is in flight: later lookups send their own read, and the read that
+  // straddled the purge answers the lookups that were already waiting but never refills L1.
+  app.pageCache.evictLocal([key])
+  const straddling = app.pages.lookup(path, 'general')
+  app.pageCache.evictLocal([key])
+  const after = app.pages.lookup(path, 'general')
+  t.equal(await metricValue(app, 'variant_origin_l2_reads_coalesced_total'), 19, 'the lookup after the purge did not join the earlier read')
+  const [first, second] = await Promise.all([straddling, after])
+  t.equal(first.hit?.cacheResult, 'HIT-L2')
+  t.equal(second.hit?.cacheResult, 'HIT-L2')
+  t.not(first.hit!.response, second.hit!.response, 'two reads')
+  t.equal(app.pageCache.peekLocal(key)?.response, second.hit!.response, 'L1 holds what the read after the purge got')
+})

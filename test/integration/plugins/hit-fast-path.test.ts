@@ -1,0 +1,111 @@
+import t from 'tap'
+import { buildApp, loggerOptions } from '../../../app.ts'
+import { testConfig } from '../../helper.ts'
+import { captureLogLines } from '../../support/log-lines.ts'
+
+const PAGE = '/crm/dentists/austin'
+/** Headers that belong to the connection, not to the response the origin chose. */
+const CONNECTION_HEADERS = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding'])
+const responseHeaders = (headers: Headers | Record<string, unknown>): Record<string, string> => {
+  const entries = headers instanceof Headers ? [...headers] : Object.entries(headers).map(([k, v]) => [k, String(v)] as const)
+  return Object.fromEntries(entries.filter(([name]) => !CONNECTION_HEADERS.has(name)).sort(([a], [b]) => a.localeCompare(b)))
+}
+
+t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify route answers them', async (t) => {
+  const { lines, stream } = captureLogLines()
+  const config = testConfig({ REDIS_URL: 'off', LOG_LEVEL: 'info' })
+  const app = await buildApp(config, { logger: { ...(loggerOptions(config, false) as object), stream } })
+  t.teardown(() => app.close())
+  const base = await app.listen({ port: 0, host: '127.0.0.1' })
+
+  const miss = await fetch(`${base}${PAGE}`)
+  t.equal(miss.headers.get('x-cache'), 'MISS')
+  await miss.arrayBuffer()
+  t.equal(app.hitFastPath.served, 0, 'a miss goes through Fastify')
+
+  lines.length = 0
+  const hit = await fetch(`${base}${PAGE}`, { headers: { 'x-request-id': 'cdn-7' } })
+  const hitBody = Buffer.from(await hit.arrayBuffer())
+  t.equal(app.hitFastPath.served, 1, 'the hit did not reach Fastify')
+  const viaFastify = await app.inject({ url: PAGE }) // inject always runs Fastify's route
+  t.equal(viaFastify.headers['x-cache'], 'HIT-L1')
+  t.equal(hit.status, 200)
+  t.same(responseHeaders(hit.headers), responseHeaders(viaFastify.headers), 'the same headers as the Fastify route')
+  t.same(hitBody, viaFastify.rawPayload, 'the same bytes')
+  t.match(lines, [{ msg: 'request', reqId: 'cdn-7', method: 'GET', url: PAGE, route: '/*', status: 200, cache: 'HIT-L1', segment: 'general' }], 'one log line, as for any request')
+
+  const etag = hit.headers.get('etag')!
+  const notModified = await fetch(`${base}${PAGE}`, { headers: { 'if-none-match': etag } })
+  t.equal(notModified.status, 304)
+  t.equal((await notModified.arrayBuffer()).byteLength, 0)
+  t.same(responseHeaders(notModified.headers), responseHeaders((await app.inject({ url: PAGE, headers: { 'if-none-match': etag } })).headers), '304s agree too')
+
+  const head = await fetch(`${base}${PAGE}`, { method: 'HEAD' })
+  t.equal(head.headers.get('content-length'), String(hitBody.length), 'HEAD carries the GET length')
+  t.equal((await head.arrayBuffer()).byteLength, 0)
+
+  // The segment cookie makes the copy private on both paths.
+  const byCookie = await fetch(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
+  t.equal(byCookie.headers.get('x-cache'), 'MISS', 'the smb entry renders through Fastify')
+  await byCookie.arrayBuffer()
+  const cookieHit = await fetch(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
+  await cookieHit.arrayBuffer()
+  t.equal(cookieHit.headers.get('cache-control'), 'private, max-age=60')
+  t.equal(cookieHit.headers.get('cdn-cache-control'), null)
+  t.same(responseHeaders(cookieHit.headers), responseHeaders((await app.inject({ url: PAGE, headers: { cookie: 'user_segment=smb' } })).headers))
+  t.equal(app.hitFastPath.served, 4)
+
+  // Everything else is Fastify's: queries (utm rules, redirects), other methods, non-canonical paths.
+  const utm = await fetch(`${base}${PAGE}?utm_source=linkedin`, { redirect: 'manual' })
+  t.equal(utm.status, 301)
+  t.equal((await fetch(`${base}${PAGE}`, { method: 'POST' })).status, 404)
+  t.equal((await fetch(`${base}/CRM/Dentists/Austin`, { redirect: 'manual' })).status, 301)
+  t.equal(app.hitFastPath.served, 4)
+  const before = (await app.inject({ url: '/metrics' })).body
+  for (const path of ['/health/live', '/metrics', '/openapi.json', '/robots.txt', '/sitemap.xml', '/sitemaps/0.xml']) await (await fetch(`${base}${path}`)).arrayBuffer()
+  const after = (await app.inject({ url: '/metrics' })).body
+  const l1Misses = (body: string) => /variant_origin_cache_requests_total\{tier="l1",result="miss"\} (\d+)/.exec(body)?.[1]
+  t.equal(l1Misses(after), l1Misses(before), 'other routes never touch the page cache')
+
+  const scrape = (await app.inject({ url: '/metrics' })).body
+  t.match(scrape, /http_request_duration_seconds_count\{method="GET",route="\/\*",status_code="200",cache="HIT-L1"\} 4\n/, 'fast-path and Fastify-path hits land in one histogram series')
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l1",result="hit"\} 7\n/)
+})
+
+t.test('while the app closes, Fastify answers (and says it is closing)', async (t) => {
+  const app = await buildApp(testConfig({ REDIS_URL: 'off' }), { logger: false })
+  const base = await app.listen({ port: 0, host: '127.0.0.1' })
+  await (await fetch(`${base}${PAGE}`)).arrayBuffer()
+  await (await fetch(`${base}${PAGE}`)).arrayBuffer()
+  t.equal(app.hitFastPath.served, 1)
+  await app.close()
+  t.equal(app.hitFastPath.served, 1)
+})
+
+t.test('L2 hits are answered in front of Fastify too; a miss reaches the route with the lookup already made', async (t) => {
+  const { buildTestApp } = await import('../../helper.ts')
+  const shared = { REDIS_KEY_PREFIX: `vo-fastpath-${process.pid}:` }
+  const a = await buildTestApp(t, shared)
+  const b = await buildTestApp(t, { ...shared, DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
+  const base = await b.listen({ port: 0, host: '127.0.0.1' })
+
+  t.equal((await a.inject({ url: PAGE })).headers['x-cache'], 'MISS', 'instance A renders into L2')
+  const fromL2 = await fetch(`${base}${PAGE}`)
+  const body = Buffer.from(await fromL2.arrayBuffer())
+  t.equal(fromL2.headers.get('x-cache'), 'HIT-L2')
+  t.equal(b.hitFastPath.served, 1, 'answered before Fastify')
+  const viaFastify = await a.inject({ url: PAGE })
+  t.same(body, viaFastify.rawPayload)
+  const { 'x-cache': _l2, ...l2Headers } = responseHeaders(fromL2.headers)
+  const { 'x-cache': _l1, ...l1Headers } = responseHeaders(viaFastify.headers)
+  t.same(l2Headers, l1Headers, 'the same headers but X-Cache')
+  t.equal((await fetch(`${base}${PAGE}`).then(async (r) => (await r.arrayBuffer(), r.headers.get('x-cache')))), 'HIT-L1', 'and now in L1')
+
+  const cold = await fetch(`${base}/payroll/gyms/denver`)
+  await cold.arrayBuffer()
+  t.equal(cold.headers.get('x-cache'), 'MISS', 'a miss is rendered by the Fastify route')
+  const scrape = (await b.inject({ url: '/metrics' })).body
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l2",result="miss"\} 1\n/, 'the miss asked L2 once, not again in the route')
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l2",result="hit"\} 1\n/)
+  t.equal(b.hitFastPath.served, 2)
+})

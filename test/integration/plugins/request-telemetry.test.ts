@@ -1,0 +1,59 @@
+import t from 'tap'
+import { buildApp, loggerOptions } from '../../../app.ts'
+import { testConfig } from '../../helper.ts'
+import { captureLogLines } from '../../support/log-lines.ts'
+
+t.test('one JSON line per request: request id, route, status, cache result, duration; no secrets', async (t) => {
+  const { lines, stream } = captureLogLines()
+  const token = 'log-test-admin-token-0123456789'
+  // Redis off: a Redis timeout warning on a loaded machine would be a second line.
+  const config = testConfig({ ADMIN_TOKEN: token, LOG_LEVEL: 'info', REDIS_URL: 'off' })
+  const options = loggerOptions(config, false) as Record<string, unknown>
+  const app = await buildApp(config, { logger: { ...options, stream } })
+  t.teardown(async () => {
+    await app.close()
+  })
+  await app.ready()
+
+  lines.length = 0
+  await app.inject({ url: '/crm/dentists/austin', headers: { 'x-request-id': 'cdn-req-42', cookie: 'session=secret-cookie' } })
+  const requestLines = lines.filter((l) => l.msg === 'request')
+  t.equal(requestLines.length, 1, 'exactly one line for the request')
+  t.equal(lines.length, 1, 'and nothing else for a plain page request')
+  t.match(requestLines[0], { level: 30, reqId: 'cdn-req-42', method: 'GET', url: '/crm/dentists/austin', route: '/*', status: 200, cache: 'MISS', segment: 'general' })
+  t.type(requestLines[0]!.durationMs, 'number')
+
+  lines.length = 0
+  await app.inject({ url: '/crm/dentists/austin' })
+  t.match(lines, [{ msg: 'request', cache: 'HIT-L1', status: 200 }])
+  t.match(lines[0]!.reqId, /^[0-9a-z]+-[0-9a-z]+-[0-9a-z]+$/, 'a generated id (process prefix and counter) when the CDN sends none')
+  await app.inject({ url: '/crm/dentists/austin' })
+  t.not(lines[1]!.reqId, lines[0]!.reqId, 'each request its own id')
+
+  lines.length = 0
+  await app.inject({ method: 'POST', url: '/admin/purge', headers: { authorization: `Bearer ${token}` }, payload: { paths: ['/crm'] } })
+  await app.inject({ method: 'POST', url: '/admin/purge', headers: { authorization: 'Bearer not-the-token-at-all' }, payload: { paths: ['/crm'] } })
+  const all = JSON.stringify(lines)
+  t.notOk(all.includes(token), 'the admin token never reaches the logs')
+  t.notOk(all.includes('not-the-token'), 'nor a wrong one')
+  t.match(lines.filter((l) => l.msg === 'request'), [{ route: '/admin/purge', status: 202, cache: 'none' }, { route: '/admin/purge', status: 401 }])
+
+  lines.length = 0
+  await app.inject({ url: '/health/live' })
+  await app.inject({ url: '/metrics' })
+  t.same(lines, [], 'probes and scrapes do not log a line each')
+
+  // Whatever a handler logs, the redaction paths hide credentials.
+  app.log.info({ headers: { authorization: `Bearer ${token}` }, config: { adminToken: token, openaiApiKey: 'sk-secret' } }, 'diagnostic')
+  t.notOk(JSON.stringify(lines).includes(token))
+  t.notOk(JSON.stringify(lines).includes('sk-secret'))
+  t.match(lines.at(-1), { headers: { authorization: '[redacted]' }, config: { adminToken: '[redacted]', openaiApiKey: '[redacted]' } })
+})
+
+t.test('pretty logs only for a terminal, unless LOG_PRETTY says otherwise', async (t) => {
+  const transport = (env: Record<string, string>, tty: boolean) => (loggerOptions(testConfig(env), tty) as { transport?: { target: string } }).transport?.target
+  t.equal(transport({}, true), 'pino-pretty')
+  t.equal(transport({}, false), undefined, 'JSON lines when piped to a log shipper')
+  t.equal(transport({ LOG_PRETTY: 'false' }, true), undefined)
+  t.equal(transport({ LOG_PRETTY: 'true' }, false), 'pino-pretty')
+})
