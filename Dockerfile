@@ -1,14 +1,15 @@
 # syntax=docker/dockerfile:1
 # variant-origin: Node 24 runs the TypeScript sources directly (type stripping), so there is no emit
 # step; the typecheck stage fails the build on a type error instead.
+# The Node version is the `node` devDependency's in package.json (tests run on that one); Renovate moves both together.
 
-FROM node:24-bookworm-slim AS deps
+FROM node:24.21.0-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Production dependencies only; none of them needs an install script.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
-FROM node:24-bookworm-slim AS typecheck
+FROM node:24.21.0-bookworm-slim AS typecheck
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
@@ -22,7 +23,7 @@ COPY test ./test
 COPY bench ./bench
 RUN node node_modules/typescript/bin/tsc -p tsconfig.json && touch /app/.typechecked
 
-FROM node:24-bookworm-slim AS runtime
+FROM node:24.21.0-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=3000 \
