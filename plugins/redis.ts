@@ -41,7 +41,6 @@ type Target = { url: string; clusterNodes?: undefined } | { url?: undefined; clu
 async function openClient(app: FastifyInstance, target: Target, role: string): Promise<Redis | Cluster> {
   const { redisCommandTimeoutMs, redisKeyPrefix } = app.config
   const options: RedisOptions = {
-    protocol: 2, // ioredis 6 defaults to RESP3 (HELLO 3); stay on RESP2 as with ioredis 5
     keyPrefix: redisKeyPrefix,
     lazyConnect: true,
     enableOfflineQueue: false, // a command while disconnected fails at once instead of queueing

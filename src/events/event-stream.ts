@@ -57,8 +57,8 @@ function fieldsOf(reply: unknown[]): Map<string, unknown> {
 export async function streamStats(redis: Redis | Cluster, keys: EventStreamKeys, group = CONSUMER_GROUP): Promise<EventStreamStats> {
   const length = await redis.xlen(keys.relativeStream)
   if (length === 0 && (await redis.exists(keys.relativeStream)) === 0) return { length: 0, lag: 0, pending: 0 }
-  // ioredis 6 knows XINFO GROUPS's key position and prefixes it like any other key.
-  const groups = (await redis.call('XINFO', 'GROUPS', keys.relativeStream)) as unknown[][]
+  // XINFO carries no key position ioredis 5 knows of, so it is given the full (prefixed) key.
+  const groups = (await redis.call('XINFO', 'GROUPS', keys.stream)) as unknown[][]
   const info = groups.map(fieldsOf).find((g) => g.get('name') === group)
   if (info === undefined) return { length, lag: null, pending: 0 }
   const lag = info.get('lag')
