@@ -1,9 +1,15 @@
 // `--url`: the CLIs that can hand their work to a running origin post it to its admin API with
 // ADMIN_TOKEN, and fail with the origin's own answer (status and body) when it refuses.
 
+/** The token `--url` needs; a command that will post checks it before it reads its input. */
+export function requireAdminToken(adminToken: string | undefined): string {
+  if (adminToken === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
+  return adminToken
+}
+
 /** POSTs `body` as JSON to `path` on the origin at `baseUrl`; the parsed JSON answer, or an error naming status and body. */
 export async function postToOrigin(baseUrl: string, adminToken: string | undefined, path: string, body: unknown): Promise<Record<string, unknown>> {
-  if (adminToken === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
+  requireAdminToken(adminToken)
   const response = await fetch(new URL(path, baseUrl), {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },

@@ -12,7 +12,7 @@ import { pino } from 'pino'
 import type { Kysely } from 'kysely'
 import { loadConfig, type Config } from '../config.ts'
 import { runCli, withDatabase } from './run-cli.ts'
-import { postToOrigin } from './admin-client.ts'
+import { postToOrigin, requireAdminToken } from './admin-client.ts'
 import type { Database } from '../db/schema.ts'
 import { createEmbedder } from '../embeddings/create-embedder.ts'
 import { DomainError, type Problem } from '../errors.ts'
@@ -121,7 +121,7 @@ async function sendAll(grouped: Grouped, batchSize: number, send: Sender): Promi
 type Sender = (type: RecordType, batch: unknown[]) => Promise<Record<string, unknown>>
 
 function viaApi(baseUrl: string, token: string | undefined): Sender {
-  if (token === undefined) throw new Error('--url needs ADMIN_TOKEN set to the origin admin token')
+  requireAdminToken(token) // before any input is read
   const paths = { segment: ['/admin/segments', 'segments'], page: ['/admin/pages', 'pages'], variant: ['/admin/variants', 'variants'] } as const
   return async (type, batch) => {
     const [path, field] = paths[type]
