@@ -3,12 +3,12 @@
 
 import { buildApp } from '../app.ts'
 import { loadConfig } from '../src/config.ts'
+import { metricValue } from '../test/support/metrics.ts'
 
 const app = await buildApp(loadConfig({ ...process.env, PORT: '0' }))
 const address = await app.listen({ port: 0, host: '127.0.0.1' })
 process.send?.({ address, databaseUrl: app.database.connectionString })
-const counter = async (name: string): Promise<number> => ((await app.metrics.registry.getSingleMetric(name)?.get())?.values ?? []).reduce((sum, v) => sum + v.value, 0)
 process.on('message', (message) => {
-  if (message === 'stats') void Promise.all([counter('variant_origin_renders_total'), counter('variant_origin_singleflight_coalesced_total')]).then(([renders, coalesced]) => process.send?.({ renders, coalesced }))
+  if (message === 'stats') void Promise.all([metricValue(app, 'variant_origin_renders_total'), metricValue(app, 'variant_origin_singleflight_coalesced_total')]).then(([renders, coalesced]) => process.send?.({ renders, coalesced }))
 })
 process.on('disconnect', () => void app.close().then(() => process.exit(0)))

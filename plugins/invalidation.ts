@@ -24,10 +24,9 @@ declare module 'fastify' {
 async function invalidationPlugin(app: FastifyInstance): Promise<void> {
   const { redis, redisSubscriber: subscriber, config } = app
   let handler: (message: InvalidationMessage) => void = () => undefined
-  if (redis === null || subscriber === null) {
-    app.decorate<InvalidationBus>('invalidationBus', { publish: undefined, onMessage: (h) => void (handler = h) })
-    return
-  }
+  const bus: InvalidationBus = { publish: undefined, onMessage: (h) => void (handler = h) }
+  app.decorate('invalidationBus', bus)
+  if (redis === null || subscriber === null) return
   const instanceId = randomUUID()
   const channel = `${config.redisKeyPrefix}invalidate`
   subscriber.on('message', (_channel: string, raw: string) => {
@@ -56,12 +55,9 @@ async function invalidationPlugin(app: FastifyInstance): Promise<void> {
     closed = true
     clearTimeout(retry)
   })
-  app.decorate<InvalidationBus>('invalidationBus', {
-    publish: (message) => {
-      redis.publish(channel, JSON.stringify({ from: instanceId, ...message })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
-    },
-    onMessage: (h) => void (handler = h),
-  })
+  bus.publish = (message) => {
+    redis.publish(channel, JSON.stringify({ from: instanceId, ...message })).catch((err: unknown) => app.log.warn({ err }, 'could not broadcast an invalidation; other instances expire it by ORIGIN_FRESH_SECONDS/L1_TTL_SECONDS'))
+  }
 }
 
 export default fp(invalidationPlugin, { name: 'invalidation', dependencies: ['config', 'redis'] })
