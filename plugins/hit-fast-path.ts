@@ -132,7 +132,7 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
   const answer = (req: IncomingMessage, res: ServerResponse, started: number, served: ServedPage, request: PageRequest): void => {
     const { response, cacheResult } = served
     const head =
-      request.cacheability === 'private'
+      request.cacheability === 'private' && response.perSegment
         ? withLength(pageResponseHead(response, { cacheResult, conditional: request.conditional, privateCacheControl: privateControl }))
         : response.status === 200 && isNotModified(request.conditional, response.etag, response.lastModified)
           ? sharedHeads(response, cacheResult).notModified

@@ -11,7 +11,7 @@ import type { InvalidationMessage } from '../src/cache/tiered-cache.ts'
 export interface InvalidationBus {
   /** Tells the other instances; undefined when there are none to tell (REDIS_URL=off). */
   publish: ((message: InvalidationMessage) => void) | undefined
-  /** What to do with another instance's message (one handler: the page cache's L1 eviction). */
+  /** What to do with another instance's messages (the page cache's L1 eviction, the segments' reload). */
   onMessage(handler: (message: InvalidationMessage) => void): void
 }
 
@@ -23,16 +23,18 @@ declare module 'fastify' {
 
 async function invalidationPlugin(app: FastifyInstance): Promise<void> {
   const { redis, redisSubscriber: subscriber, config } = app
-  let handler: (message: InvalidationMessage) => void = () => undefined
-  const bus: InvalidationBus = { publish: undefined, onMessage: (h) => void (handler = h) }
+  const handlers: Array<(message: InvalidationMessage) => void> = []
+  const bus: InvalidationBus = { publish: undefined, onMessage: (h) => void handlers.push(h) }
   app.decorate('invalidationBus', bus)
   if (redis === null || subscriber === null) return
   const instanceId = randomUUID()
   const channel = `${config.redisKeyPrefix}invalidate`
   subscriber.on('message', (_channel: string, raw: string) => {
     try {
-      const { from, keys, tags } = JSON.parse(raw) as { from: string; keys?: unknown; tags?: unknown }
-      if (from !== instanceId) handler({ keys: Array.isArray(keys) ? keys : [], tags: Array.isArray(tags) ? tags : [] })
+      const { from, keys, tags, segments } = JSON.parse(raw) as { from: string; keys?: unknown; tags?: unknown; segments?: unknown }
+      if (from === instanceId) return
+      const message = { keys: Array.isArray(keys) ? keys : [], tags: Array.isArray(tags) ? tags : [], segments: segments === true }
+      for (const handler of handlers) handler(message)
     } catch (err) {
       app.log.warn({ err }, 'ignoring a malformed invalidation message')
     }

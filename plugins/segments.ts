@@ -1,5 +1,6 @@
 // The segment directory every page request resolves its segment against: the segments, the default
-// and the utm rules, loaded from the database at start, every 30 s, and after an admin change.
+// and the utm rules, loaded from the database at start, every 30 s, and after an admin change, here
+// and (over the invalidation bus) on every other instance.
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
@@ -9,6 +10,7 @@ import { buildSegmentDirectory, type SegmentDirectory } from '../src/segments/se
 declare module 'fastify' {
   interface FastifyInstance {
     segments(): SegmentDirectory
+    /** Reloads the segments here and tells every other instance to (after an admin change). */
     reloadSegments(): Promise<void>
   }
 }
@@ -28,10 +30,16 @@ async function segmentsPlugin(app: FastifyInstance): Promise<void> {
   }
   await reload()
   app.decorate('segments', () => directory)
-  app.decorate('reloadSegments', reload)
+  app.decorate('reloadSegments', async () => {
+    await reload()
+    app.invalidationBus.publish?.({ keys: [], tags: [], segments: true })
+  })
+  app.invalidationBus.onMessage((message) => {
+    if (message.segments === true) void reload()
+  })
   const timer = setInterval(() => void reload(), SEGMENT_REFRESH_MS)
   timer.unref()
   app.addHook('onClose', async () => clearInterval(timer))
 }
 
-export default fp(segmentsPlugin, { name: 'segments', dependencies: ['database'] })
+export default fp(segmentsPlugin, { name: 'segments', dependencies: ['database', 'invalidation'] })

@@ -8,7 +8,7 @@ import { isCanonicalPagePath } from '../src/http/url-normalize.ts'
 import { enqueuePurge } from '../src/purge/purge-outbox.ts'
 import { warmUp } from '../src/cache/warm-up.ts'
 import { DomainError, validationError } from '../src/errors.ts'
-import { listLandingPaths } from '../src/pages/page-repository.ts'
+import { cacheTag } from '../src/http/cache-policy.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
 const ADMIN_BODY_LIMIT = 64 * 1024 * 1024
@@ -20,6 +20,7 @@ const IngestSummary = Type.Object({
   unchanged: Type.Integer(),
   embedded: Type.Integer(),
   invalidated: Type.Integer({ description: 'cached responses dropped from this instance' }),
+  queued: Type.Integer({ description: 'CDN purges (soft, by tag) written to the outbox with the change' }),
 })
 
 const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -103,15 +104,25 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Create or update audience segments',
         security: ADMIN_SECURITY,
         body: Type.Object({ segments: Type.Array(Type.Unknown(), { maxItems: 1000 }) }),
-        response: { 200: Type.Object({ received: Type.Integer(), upserted: Type.Integer() }) },
+        response: {
+          200: Type.Object({
+            received: Type.Integer(),
+            upserted: Type.Integer(),
+            invalidated: Type.Integer({ description: 'cached responses dropped from this instance' }),
+            queued: Type.Integer({ description: 'CDN purges (soft, by segment tag) written to the outbox with the change' }),
+          }),
+        },
       },
     },
     async (request) => {
-      const result = await ingestSegments(app.database.db, request.body.segments)
+      const { affectedSegments, ...result } = await ingestSegments(app.database.db, request.body.segments, app.config)
+      // Every instance reloads the segments; when the resolution rules changed, every per-segment
+      // rendering goes from every tier (pages that are the same for every segment are not touched).
       await app.reloadSegments()
-      // Segment membership changes which variant a request gets: start every page afresh.
-      app.pageCache.clearLocal()
-      return result
+      const invalidated = await app.pages.purge([], affectedSegments.map((slug) => cacheTag('segment', slug)))
+      if (result.queued > 0) app.kickPurges()
+      request.log.info({ ...result, affectedSegments, invalidated }, 'segments ingested')
+      return { ...result, invalidated }
     },
   )
 
@@ -128,8 +139,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const result = await ingestPages(app.database.db, app.embedder, request.body.pages, app.config.publicBaseUrl)
-      const invalidated = await app.pages.invalidatePaths([...result.affectedPaths, '/'])
+      const result = await ingestPages(app.database.db, app.embedder, request.body.pages, app.config.publicBaseUrl, app.config)
+      const invalidated = result.affectedPaths.length === 0 ? 0 : await app.pages.invalidatePaths([...result.affectedPaths, '/'])
+      if (result.queued > 0) app.kickPurges()
       request.log.info({ ...result, affectedPaths: result.affectedPaths.length, invalidated }, 'pages ingested')
       const { affectedPaths: _paths, ...summary } = result
       return { ...summary, invalidated }
@@ -149,10 +161,13 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const result = await ingestVariants(app.database.db, app.embedder, request.body.variants)
-      const invalidated = result.affectedSegments.length === 0 ? 0 : await app.pages.invalidateSegments(await listLandingPaths(app.database.db), result.affectedSegments)
-      request.log.info({ ...result, invalidated }, 'variants ingested')
-      const { affectedSegments: _segments, ...summary } = result
+      const result = await ingestVariants(app.database.db, app.embedder, request.body.variants, app.config)
+      // Every segment of the pages in the changed variants' scopes: a page's first variant makes it
+      // per-segment, so its one shared entry goes too.
+      const invalidated = result.affectedPaths.length === 0 ? 0 : await app.pages.invalidatePaths(result.affectedPaths)
+      if (result.queued > 0) app.kickPurges()
+      request.log.info({ ...result, affectedPaths: result.affectedPaths.length, invalidated }, 'variants ingested')
+      const { affectedPaths: _paths, ...summary } = result
       return { ...summary, invalidated }
     },
   )

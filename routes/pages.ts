@@ -38,7 +38,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
     const { response, cacheResult } =
       target.kind === 'canonical'
         ? await pages.serve(target.path, segment, directory.defaultSlug, hitFastPath.takeLookup(request.raw, target.path, segment))
-        : pages.serveInvalidPath(segment)
+        : pages.serveInvalidPath()
     const head = pageResponseHead(response, { cacheResult, conditional, privateCacheControl: cacheability === 'private' ? privateControl : undefined })
     reply.code(head.status).headers(head.headers)
     return head.body === undefined ? reply.send() : reply.send(head.body)

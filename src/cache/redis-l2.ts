@@ -64,6 +64,18 @@ export class RedisL2 {
     }
   }
 
+  /** Several keys in one MGET; they must share a hash tag on a Cluster (one page's keys do). */
+  async getMany(keys: readonly string[]): Promise<Array<CachedResponse | undefined>> {
+    if (keys.length === 1) return [await this.get(keys[0]!)]
+    try {
+      const raws = await this.redis.mgetBuffer(...keys)
+      return raws.map((raw) => (raw === null ? undefined : decodeEntry(raw)))
+    } catch (err) {
+      this.failed(err, 'get')
+      return keys.map(() => undefined)
+    }
+  }
+
   /** Stores the entry (only if absent with onlyIfAbsent); true when it was written. */
   async set(key: string, entry: CachedResponse, options: { onlyIfAbsent?: boolean } = {}): Promise<boolean> {
     const ttl = Math.ceil(entry.staleUntil - Date.now())

@@ -12,6 +12,11 @@ export interface CachedResponse {
   notModifiedHeaders: Record<string, string>
   etag: string
   lastModified: Date
+  /**
+   * true when the bytes depend on the request's segment (a landing page with variants in scope): the
+   * entry is kept per segment and varies on X-Segment. false: one entry serves every segment.
+   */
+  perSegment: boolean
   /** Epoch ms: served as is until then. */
   freshUntil: number
   /** Epoch ms: served stale while one background refresh runs, until then. */

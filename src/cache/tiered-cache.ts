@@ -9,6 +9,8 @@ import type { CachedResponse, L1Entry, ResponseCache } from './response-cache.ts
 export interface InvalidationMessage {
   keys: string[]
   tags: string[]
+  /** The segments changed: reload them (plugins/segments.ts). */
+  segments?: boolean
 }
 
 export interface TieredCacheMetrics {
@@ -18,9 +20,9 @@ export interface TieredCacheMetrics {
   l2ReadCoalesced(): void
 }
 
-/** What the tiers held for one key: `fresh` is set when one of them can answer as is. */
+/** What the tiers held for a lookup: `fresh` (with the key it was found under) is set when one of them can answer as is. */
 export interface TierLookup {
-  fresh: { response: CachedResponse; tier: 'l1' | 'l2' } | undefined
+  fresh: { response: CachedResponse; tier: 'l1' | 'l2'; key: string } | undefined
   local: L1Entry | undefined
   shared: CachedResponse | undefined
 }
@@ -43,11 +45,11 @@ export class TieredCache {
   private readonly broadcast: ((message: InvalidationMessage) => void) | undefined
   private readonly metrics: TieredCacheMetrics
   /**
-   * L2 reads in flight, by key: concurrent lookups of one key (a hot page whose L1 copy just expired)
+   * L2 reads in flight, by keys: concurrent lookups of one page (a hot page whose L1 copy just expired)
    * share one Redis GET. Cleared by every invalidation, so a lookup that starts after a purge never
    * joins a read sent before it.
    */
-  private readonly l2Reads = new Map<string, Promise<CachedResponse | undefined>>()
+  private readonly l2Reads = new Map<string, Promise<Array<CachedResponse | undefined>>>()
   /** Bumped by every invalidation: an L2 read that straddles one does not refill L1 with what it read. */
   private invalidations = 0
 
@@ -80,50 +82,69 @@ export class TieredCache {
     return this.l1.get(key)
   }
 
-  /** A fresh L1 entry, else a fresh L2 entry (copied into L1), else what each tier holds. Counted per tier. */
-  async lookup(key: string): Promise<TierLookup> {
+  /**
+   * The first of `keys` fresh in L1, else the first fresh in L2 (copied into L1), else what each tier
+   * holds (the first key present). The keys are alternatives for one answer (a page's entry for every
+   * segment, its entry for one segment); they share a hash tag, so L2 reads them in one MGET even on a
+   * Cluster. Counted once per tier.
+   */
+  async lookup(keys: readonly string[]): Promise<TierLookup> {
     const now = Date.now()
-    const local = this.l1.get(key)
-    if (local !== undefined && now < local.localFreshUntil) {
-      this.metrics.lookup('l1', 'hit')
-      return { fresh: { response: local.response, tier: 'l1' }, local, shared: undefined }
+    let local: L1Entry | undefined
+    for (const key of keys) {
+      const entry = this.l1.get(key)
+      if (entry === undefined) continue
+      if (now < entry.localFreshUntil) {
+        this.metrics.lookup('l1', 'hit')
+        return { fresh: { response: entry.response, tier: 'l1', key }, local: entry, shared: undefined }
+      }
+      local ??= entry
     }
     this.metrics.lookup('l1', local === undefined ? 'miss' : 'stale')
     if (this.l2 === null) return { fresh: undefined, local, shared: undefined }
     const generation = this.invalidations
-    const shared = await this.readCoalesced(key)
-    if (shared !== undefined && now < shared.freshUntil) {
-      this.metrics.lookup('l2', 'hit')
-      // Lookups that shared the read find L1 already refilled by the first of them.
-      if (generation === this.invalidations && this.l1.get(key)?.response !== shared) this.storeLocal(key, shared)
-      return { fresh: { response: shared, tier: 'l2' }, local, shared }
+    const entries = await this.readCoalesced(keys)
+    let shared: CachedResponse | undefined
+    for (const [i, entry] of entries.entries()) {
+      if (entry === undefined) continue
+      if (now < entry.freshUntil) {
+        const key = keys[i]!
+        this.metrics.lookup('l2', 'hit')
+        // Lookups that shared the read find L1 already refilled by the first of them.
+        if (generation === this.invalidations && this.l1.get(key)?.response !== entry) this.storeLocal(key, entry)
+        return { fresh: { response: entry, tier: 'l2', key }, local, shared: entry }
+      }
+      shared ??= entry
     }
     this.metrics.lookup('l2', shared === undefined ? 'miss' : 'stale')
     return { fresh: undefined, local, shared }
   }
 
-  private readCoalesced(key: string): Promise<CachedResponse | undefined> {
-    const inFlight = this.l2Reads.get(key)
+  private readCoalesced(keys: readonly string[]): Promise<Array<CachedResponse | undefined>> {
+    const id = keys.join('\n')
+    const inFlight = this.l2Reads.get(id)
     if (inFlight !== undefined) {
       this.metrics.l2ReadCoalesced()
       return inFlight
     }
-    const read: Promise<CachedResponse | undefined> = this.l2!.get(key).finally(() => {
-      if (this.l2Reads.get(key) === read) this.l2Reads.delete(key)
+    const read: Promise<Array<CachedResponse | undefined>> = this.l2!.getMany(keys).finally(() => {
+      if (this.l2Reads.get(id) === read) this.l2Reads.delete(id)
     })
-    this.l2Reads.set(key, read)
+    this.l2Reads.set(id, read)
     return read
   }
 
-  /** What L2 holds for a key, fresh or not, read now on its own (never coalesced, never counted). */
-  async readShared(key: string): Promise<CachedResponse | undefined> {
-    return this.l2?.get(key)
+  /** What L2 holds for each key, fresh or not, read now on its own (never coalesced, never counted). */
+  async readShared(keys: readonly string[]): Promise<Array<CachedResponse | undefined>> {
+    return this.l2 === null ? keys.map(() => undefined) : this.l2.getMany(keys)
   }
 
-  /** A fresh L2 entry read now (a lock loser polling for the winner's entry). */
-  async freshShared(key: string): Promise<CachedResponse | undefined> {
-    const entry = await this.readShared(key)
-    return entry !== undefined && Date.now() < entry.freshUntil ? entry : undefined
+  /** The first of `keys` fresh in L2, read now (a lock loser polling for the winner's entry). */
+  async freshShared(keys: readonly string[]): Promise<{ key: string; response: CachedResponse } | undefined> {
+    const now = Date.now()
+    const entries = await this.readShared(keys)
+    const i = entries.findIndex((entry) => entry !== undefined && now < entry.freshUntil)
+    return i === -1 ? undefined : { key: keys[i]!, response: entries[i]! }
   }
 
   /** Into L1 only, answered from there until `localFreshUntil` (default: L1_TTL_SECONDS from now). */

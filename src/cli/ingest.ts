@@ -132,12 +132,15 @@ function viaApi(baseUrl: string, token: string | undefined): Sender {
 function viaDatabase(db: Kysely<Database>, config: Config): Sender {
   const embedder = createEmbedder(config)
   return async (type, batch) => {
-    if (type === 'segment') return { ...(await ingestSegments(db, batch)) }
-    if (type === 'page') {
-      const { affectedPaths: _paths, ...result } = await ingestPages(db, embedder, batch, config.publicBaseUrl)
+    if (type === 'segment') {
+      const { affectedSegments: _segments, ...result } = await ingestSegments(db, batch, config)
       return result
     }
-    const { affectedSegments: _segments, ...result } = await ingestVariants(db, embedder, batch)
+    if (type === 'page') {
+      const { affectedPaths: _paths, ...result } = await ingestPages(db, embedder, batch, config.publicBaseUrl, config)
+      return result
+    }
+    const { affectedPaths: _paths, ...result } = await ingestVariants(db, embedder, batch, config)
     return result
   }
 }

@@ -53,14 +53,12 @@ export async function openDatabase(settings: DatabaseSettings, log: Logger): Pro
     query_timeout: settings.dbStatementTimeoutMs + 1_000,
     application_name: 'variant-origin',
   })
-  // Filtered nearest-neighbour queries keep scanning the HNSW index until enough rows pass the filter
-  // (pgvector 0.8 iterative scans); without it a segment filter can return nothing or a wrong row.
-  // ef_search 1000 (the maximum): at 100 or 400 the forced-index recall test measured 0.95-0.97 on some
-  // index builds; at 1000 it stays at 0.995-1.0 (test/integration/db/variant-recall.test.ts). It costs on a cold
-  // miss: 32.8 ms a lookup against 7.9 ms at 200, measured on 10,000 variants in 4 segments (embedded).
+  // Related pages are a filtered nearest-neighbour query over the pages' HNSW index: it keeps scanning
+  // until enough rows pass the vertical filter (pgvector 0.8 iterative scans), instead of returning
+  // fewer links. Variants need no index search: a page's scope is a few rows (migration 0006).
   // Queued before any other query on the new client, so no query runs without it.
   pool.on('connect', (client) => {
-    client.query("SET hnsw.iterative_scan = 'strict_order'; SET hnsw.ef_search = 1000").catch((err: unknown) => log.error({ err }, 'could not set hnsw.iterative_scan on a new connection'))
+    client.query("SET hnsw.iterative_scan = 'strict_order'").catch((err: unknown) => log.error({ err }, 'could not set hnsw.iterative_scan on a new connection'))
   })
   // An idle client losing its connection must not crash the process.
   pool.on('error', (err) => log.error({ err }, 'idle PostgreSQL client failed'))

@@ -43,6 +43,10 @@ export interface ContentVariantsTable {
   id: Generated<number>
   variant_key: string
   segment: string
+  /** The landing page the variant belongs to; exactly one of page_id and vertical is set. */
+  page_id: number | null
+  /** Copy shared by every landing page of a vertical. */
+  vertical: string | null
   headline: string
   subhead: string
   features: ColumnType<string[], string, string>

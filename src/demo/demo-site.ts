@@ -122,7 +122,7 @@ const SEGMENT_VOICE: Record<string, { headline: (n: string) => string; subhead: 
 }
 
 /** A demo variant: what ingest accepts (VariantInput), keyed by variant_key as the table stores it. */
-export function demoVariants(): Array<Omit<VariantInput, 'key' | 'metadata'> & { variant_key: string }> {
+export function demoVariants(): Array<Omit<VariantInput, 'key' | 'metadata' | 'record' | 'vertical' | 'page'> & { variant_key: string; page: string }> {
   const variants = []
   for (const [vertical, v] of Object.entries(VERTICALS)) {
     for (const segment of DEMO_SEGMENTS) {
@@ -132,6 +132,8 @@ export function demoVariants(): Array<Omit<VariantInput, 'key' | 'metadata'> & {
       variants.push({
         variant_key: `demo-${vertical}-${segment.slug}`,
         segment: segment.slug,
+        // Each landing page's own copy: /crm never shows the payroll product's headline.
+        page: `/${vertical}`,
         headline,
         subhead: voice.subhead,
         features: voice.features,
@@ -183,8 +185,12 @@ export async function seedDemoSite(db: Kysely<Database>, publicBaseUrl: string):
       }))
       await trx.insertInto('pages').values(chunk).onConflict((oc) => oc.column('path').doNothing()).execute()
     }
-    const rows = variants.map(({ text, features, ...v }) => ({
+    const landing = await trx.selectFrom('pages').select(['id', 'path']).where('kind', '=', 'landing').execute()
+    const pageIds = new Map(landing.map((p) => [p.path, Number(p.id)]))
+    const rows = variants.map(({ text, features, page, ...v }) => ({
       ...v,
+      page_id: pageIds.get(page)!,
+      vertical: null,
       features: JSON.stringify(features),
       metadata: JSON.stringify({ source: 'demo' }),
       embedding: toPgVector(localEmbedding(text, EMBEDDING_DIMENSIONS)),

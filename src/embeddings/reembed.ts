@@ -69,7 +69,7 @@ export async function reembed(db: Kysely<Database>, embedder: Embedder, options:
     // Re-check inside the transaction: a write that slipped in after the last pass sends us round again.
     if ((await outstandingVariants(trx, from, target.id, 1)).length > 0 || (await outstandingPages(trx, embedder, target.id, 1)).length > 0) return false
     // Copy edits that did not change the embedded text (headline, CTA, ...) onto the new version's rows.
-    await sql`UPDATE content_variants AS t SET segment = s.segment, headline = s.headline, subhead = s.subhead, features = s.features,
+    await sql`UPDATE content_variants AS t SET segment = s.segment, page_id = s.page_id, vertical = s.vertical, headline = s.headline, subhead = s.subhead, features = s.features,
         cta_label = s.cta_label, cta_url = s.cta_url, social_proof = s.social_proof, metadata = s.metadata, updated_at = s.updated_at
       FROM content_variants AS s WHERE s.vector_version = ${from} AND t.vector_version = ${target.id} AND t.variant_key = s.variant_key`.execute(trx)
     // Variants deleted from the serving version since they were copied do not come back.
@@ -94,7 +94,7 @@ async function outstandingVariants(db: Kysely<Database>, from: number, to: numbe
   return db
     .selectFrom('content_variants as s')
     .leftJoin('content_variants as t', (join) => join.onRef('t.variant_key', '=', 's.variant_key').on('t.vector_version', '=', to))
-    .select(['s.variant_key', 's.segment', 's.headline', 's.subhead', 's.features', 's.cta_label', 's.cta_url', 's.social_proof', 's.metadata', 's.embedding_text', 's.updated_at'])
+    .select(['s.variant_key', 's.segment', 's.page_id', 's.vertical', 's.headline', 's.subhead', 's.features', 's.cta_label', 's.cta_url', 's.social_proof', 's.metadata', 's.embedding_text', 's.updated_at'])
     .where('s.vector_version', '=', from)
     .where('s.variant_key', '>', afterKey)
     .where((eb) => eb.or([eb('t.id', 'is', null), eb('t.embedding_text', '<>', eb.ref('s.embedding_text'))]))
@@ -117,6 +117,8 @@ async function embedVariantBatches(db: Kysely<Database>, embedder: Embedder, fro
         rows.map((r, i) => ({
           variant_key: r.variant_key,
           segment: r.segment,
+          page_id: r.page_id,
+          vertical: r.vertical,
           headline: r.headline,
           subhead: r.subhead,
           features: JSON.stringify(r.features),

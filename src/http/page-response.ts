@@ -19,6 +19,7 @@ export interface PageResponseOptions {
   /**
    * Set when the segment came from something a shared cache does not key on (cookie, utm): the copy is
    * for this browser only, so this Cache-Control replaces the shared one and the CDN-only headers go.
+   * Ignored for an entry that is the same for every segment: any cache may keep that one.
    */
   privateCacheControl?: string | undefined
   now?: number
@@ -29,7 +30,7 @@ export function pageResponseHead(response: CachedResponse, options: PageResponse
   const headers: Record<string, string> = { ...(notModified ? response.notModifiedHeaders : response.headers), 'x-cache': options.cacheResult }
   // A stale answer says how old it is, so a CDN counts its TTL from the render, not from now.
   if (options.cacheResult === 'STALE') headers.age = String(Math.max(0, Math.floor(((options.now ?? Date.now()) - response.renderedAt) / 1000)))
-  if (options.privateCacheControl !== undefined) {
+  if (options.privateCacheControl !== undefined && response.perSegment) {
     headers['cache-control'] = options.privateCacheControl
     delete headers['cdn-cache-control']
     delete headers['surrogate-control']
@@ -44,7 +45,8 @@ export interface EntryHeaderInput {
   status: number
   /** Cache-Control and the CDN's targeted and tag headers (src/http/cache-policy.ts). */
   cacheHeaders: Record<string, string>
-  segment: string
+  /** The segment the bytes were rendered for; undefined when they are the same for every segment. */
+  segment: string | undefined
   etag: string
   /** Whole seconds (HTTP dates carry no more). */
   lastModified: Date
@@ -52,13 +54,13 @@ export interface EntryHeaderInput {
 
 /** Every header a rendered page entry is stored with, and the subset its 304 repeats, assembled once at render time. */
 export function pageEntryHeaders(input: EntryHeaderInput): { headers: Record<string, string>; notModifiedHeaders: Record<string, string> } {
-  const headers: Record<string, string> = {
-    'content-type': 'text/html; charset=utf-8',
-    ...input.cacheHeaders,
-    vary: 'X-Segment',
-    'x-segment': input.segment,
-    'x-content-type-options': 'nosniff',
+  const headers: Record<string, string> = { 'content-type': 'text/html; charset=utf-8', ...input.cacheHeaders }
+  // Vary names only what changes the bytes: a page that is the same for every segment is one CDN object.
+  if (input.segment !== undefined) {
+    headers.vary = 'X-Segment'
+    headers['x-segment'] = input.segment
   }
+  headers['x-content-type-options'] = 'nosniff'
   if (input.status === 200) {
     headers.etag = input.etag
     headers['last-modified'] = input.lastModified.toUTCString()

@@ -22,8 +22,14 @@ export interface PageInput {
 }
 
 export interface VariantInput {
+  /** The record's position in its batch, for problems found after validation (an unknown page). */
+  record: number
   key: string
   segment: string
+  /** The landing page the variant belongs to (its path), or undefined when it belongs to a vertical. */
+  page: string | undefined
+  /** The vertical whose landing pages share the variant, or undefined when it belongs to a page. */
+  vertical: string | undefined
   headline: string
   subhead: string
   features: string[]
@@ -133,7 +139,7 @@ export function validatePages(records: readonly unknown[], publicBaseUrl: string
   return { pages, problems }
 }
 
-const VARIANT_FIELDS = new Set(['key', 'segment', 'headline', 'subhead', 'features', 'cta_label', 'cta_url', 'social_proof', 'metadata', 'text'])
+const VARIANT_FIELDS = new Set(['key', 'segment', 'page', 'vertical', 'headline', 'subhead', 'features', 'cta_label', 'cta_url', 'social_proof', 'metadata', 'text'])
 
 /** `knownSegments` undefined skips the segment check (the CLI checks segments against the database per batch). */
 export function validateVariants(records: readonly unknown[], knownSegments: ReadonlySet<string> | undefined): { variants: VariantInput[]; problems: Problem[] } {
@@ -151,6 +157,13 @@ export function validateVariants(records: readonly unknown[], knownSegments: Rea
     seen.set(key, index)
     const segment = r.string('segment', { required: true, max: 64 })
     if (segment !== '' && knownSegments !== undefined && !knownSegments.has(segment)) r.fail('segment', `is not a known segment (known: ${[...(knownSegments ?? [])].sort().join(', ')})`)
+    // Exactly one scope: the landing page the copy is written for, or a vertical whose landing pages share it.
+    const page = r.string('page', { max: 1024 })
+    if (page !== '' && !isCanonicalPagePath(page)) r.fail('page', 'must be the canonical path of a landing page, such as /crm')
+    const vertical = r.string('vertical', { max: 64, pattern: SLUG, what: 'a vertical slug: lower-case letters, digits, - and _' })
+    const given = (value: unknown): boolean => value !== undefined && value !== null && value !== ''
+    if (!given(record.page) && !given(record.vertical)) r.fail('page', 'is required: give the landing page this variant belongs to ("page": "/crm"), or "vertical" for copy shared by a vertical\'s landing pages')
+    else if (given(record.page) && given(record.vertical)) r.fail('vertical', 'give "page" or "vertical", not both: a variant belongs to one landing page or to one vertical')
     let features: string[] = []
     const rawFeatures = record.features
     if (rawFeatures !== undefined) {
@@ -167,8 +180,11 @@ export function validateVariants(records: readonly unknown[], knownSegments: Rea
       else metadata = record.metadata as Record<string, unknown>
     }
     const variant: VariantInput = {
+      record: index,
       key,
       segment,
+      page: page === '' ? undefined : page,
+      vertical: vertical === '' ? undefined : vertical,
       headline: r.string('headline', { required: true, min: 1, max: 300 }),
       subhead: r.string('subhead', { max: 500 }),
       features,

@@ -55,39 +55,81 @@ export interface VariantRow {
 /** The active embedding version: every vector comparison stays within it, so versions never mix. */
 const activeVersion = sql<number>`(SELECT id FROM embedding_versions WHERE active)`
 
+export interface PageVariant {
+  /** The variant this segment sees, if any: its page's own nearest, else its vertical's nearest. */
+  variant: VariantRow | undefined
+  /**
+   * Whether any variant is in this page's scope, for any segment: when none is, the page's bytes
+   * cannot depend on the segment, and it is cached once for all of them.
+   */
+  perSegment: boolean
+}
+
 /**
- * The variant of `segment` nearest to the page's intent, within the active embedding version.
- * The segment and version filters sit in the same query as the ORDER BY, and the HNSW index runs
- * with iterative scans (set per connection in database.ts), so the answer is the nearest variant of
- * that segment, never "nearest overall, then filtered". The page's vector comes from a scalar
- * subquery, which PostgreSQL evaluates once, so the index can order by it.
+ * What a landing page shows a segment: among the variants of that segment in the page's scope (its own,
+ * then its vertical's) within the active embedding version, the one nearest to the page's intent. The
+ * scope is a handful of rows found by index, so the distance ordering is an exact scan of them. A page
+ * with no comparable vector (another version, or none yet) still gets its own variant; ties and
+ * missing distances fall back to the variant id. One statement: the scope check rides along.
  */
-export async function findNearestVariant(db: Kysely<Database>, pageId: number, segment: string): Promise<VariantRow | undefined> {
-  const row = await db
-    .selectFrom('content_variants as v')
-    .select(['v.id', 'v.segment', 'v.headline', 'v.subhead', 'v.features', 'v.cta_label', 'v.cta_url', 'v.social_proof', 'v.updated_at'])
-    .where('v.segment', '=', segment)
-    .where('v.vector_version', '=', activeVersion)
-    // A page whose vector belongs to another version has no comparable vector: no variant, not a wrong one.
-    .where(({ exists, selectFrom }) =>
-      exists(selectFrom('pages').select('id').where('id', '=', pageId).where('embedding_version', '=', activeVersion).where('intent_embedding', 'is not', null)),
-    )
-    // pgvector's cosine distance operator has no kysely builder method.
-    .orderBy(sql`v.embedding <=> (SELECT intent_embedding FROM pages WHERE id = ${pageId})`)
-    .limit(1)
-    .executeTakeFirst()
-  if (row === undefined) return undefined
+export async function findPageVariant(db: Kysely<Database>, page: { id: number; vertical: string }, segment: string): Promise<PageVariant> {
+  // LEFT JOIN LATERAL over a one-row scope check: kysely has no builder for it.
+  const result = await sql<{
+    in_scope: boolean
+    id: string | null
+    segment: string
+    headline: string
+    subhead: string
+    features: string[]
+    cta_label: string
+    cta_url: string
+    social_proof: string
+    updated_at: Date
+  }>`
+    SELECT scope.in_scope, nv.* FROM (
+      SELECT EXISTS (
+        SELECT 1 FROM content_variants
+        WHERE (page_id = ${page.id} OR vertical = ${page.vertical}) AND vector_version = ${activeVersion}
+      ) AS in_scope
+    ) AS scope
+    LEFT JOIN LATERAL (
+      SELECT v.id, v.segment, v.headline, v.subhead, v.features, v.cta_label, v.cta_url, v.social_proof, v.updated_at
+      FROM content_variants v
+      WHERE (v.page_id = ${page.id} OR v.vertical = ${page.vertical}) AND v.segment = ${segment} AND v.vector_version = ${activeVersion}
+      ORDER BY v.page_id IS NULL,
+        v.embedding <=> (SELECT intent_embedding FROM pages WHERE id = ${page.id} AND embedding_version = ${activeVersion}) NULLS LAST,
+        v.id
+      LIMIT 1
+    ) AS nv ON scope.in_scope`.execute(db)
+  const row = result.rows[0]
+  if (row === undefined || row.id === null) return { variant: undefined, perSegment: row?.in_scope === true }
   return {
-    id: Number(row.id),
-    segment: row.segment,
-    headline: row.headline,
-    subhead: row.subhead,
-    features: row.features,
-    ctaLabel: row.cta_label,
-    ctaUrl: row.cta_url,
-    socialProof: row.social_proof,
-    updatedAt: row.updated_at,
+    perSegment: true,
+    variant: {
+      id: Number(row.id),
+      segment: row.segment,
+      headline: row.headline,
+      subhead: row.subhead,
+      features: row.features,
+      ctaLabel: row.cta_label,
+      ctaUrl: row.cta_url,
+      socialProof: row.social_proof,
+      updatedAt: row.updated_at,
+    },
   }
+}
+
+/** The landing pages whose scope is these pages or verticals: what an edit of their variants changes. */
+export async function landingPathsInScope(db: Kysely<Database>, scope: { pageIds: readonly number[]; verticals: readonly string[] }): Promise<Array<{ id: number; path: string }>> {
+  if (scope.pageIds.length === 0 && scope.verticals.length === 0) return []
+  const rows = await db
+    .selectFrom('pages')
+    .select(['id', 'path'])
+    .where('kind', '=', 'landing')
+    .where((eb) => eb.or([eb('id', '=', sql<number>`any(${[...scope.pageIds]}::bigint[])`), eb('vertical', '=', sql<string>`any(${[...scope.verticals]}::text[])`)]))
+    .orderBy('path')
+    .execute()
+  return rows.map((r) => ({ id: Number(r.id), path: r.path }))
 }
 
 export interface RelatedLink {
@@ -113,11 +155,6 @@ export async function findRelatedPages(db: Kysely<Database>, pageId: number, ver
     .orderBy('p.path')
     .limit(limit)
     .execute()
-}
-
-/** Paths of every landing page: a variant change can change any of them. */
-export async function listLandingPaths(db: Kysely<Database>): Promise<string[]> {
-  return (await db.selectFrom('pages').select('path').where('kind', '=', 'landing').execute()).map((r) => r.path)
 }
 
 export interface SegmentRow {

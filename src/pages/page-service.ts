@@ -12,8 +12,8 @@ import type { CircuitState } from '../circuit-state.ts'
 import { DomainError } from '../errors.ts'
 import { type CachePolicySettings, shortLivedCacheHeaders } from '../http/cache-policy.ts'
 import { asStandIn } from '../http/page-response.ts'
-import { type PageRenderer, RENDER_VERSION } from '../render/page-renderer.ts'
-import type { RenderCoordinator } from '../render/render-coordinator.ts'
+import type { PageRenderer } from '../render/page-renderer.ts'
+import type { RenderCoordinator, RenderSlot } from '../render/render-coordinator.ts'
 import { TIMED_OUT, withTimeout } from '../timeout.ts'
 
 export type CacheResult = 'HIT-L1' | 'HIT-L2' | 'STALE' | 'MISS' | 'DEFAULT'
@@ -55,9 +55,20 @@ export interface PageServiceOptions {
   segmentSlugs: () => readonly string[]
 }
 
-/** The path is the hash tag: every segment of a path, and its render lock, live in one Cluster slot. */
-export function pageCacheKey(path: string, segment: string): string {
-  return `page:{${path}}|${segment}|r${RENDER_VERSION}`
+/**
+ * A page's cache key: with no segment, the one entry of a page that is the same for every segment;
+ * with one, that segment's entry of a page that differs by segment. The path is the hash tag: every
+ * key of a path, and its render lock, live in one Cluster slot (one MGET reads both). `generation`:
+ * the render version and the settings that shape the bytes (PageRenderer.generation).
+ */
+export function pageCacheKey(path: string, segment: string | undefined, generation: string): string {
+  return segment === undefined ? `page:{${path}}|${generation}` : `page:{${path}}|${segment}|${generation}`
+}
+
+export interface WarmCounts {
+  warmed: number
+  skipped: number
+  failed: number
 }
 
 /** A stand-in served over budget is kept this long by shared caches, then asked for again. */
@@ -80,6 +91,8 @@ export class PageService {
   private readonly log: Logger
   private readonly segmentSlugs: () => readonly string[]
   private readonly standInHeaders: Record<string, string>
+  /** The render version and settings fingerprint in every key (PageRenderer.generation). */
+  readonly generation: string
 
   constructor(options: PageServiceOptions) {
     this.cache = options.cache
@@ -90,6 +103,26 @@ export class PageService {
     this.log = options.log
     this.segmentSlugs = options.segmentSlugs
     this.standInHeaders = shortLivedCacheHeaders(this.settings, FALLBACK_SHARED_TTL_SECONDS, [])
+    this.generation = this.renderer.generation
+  }
+
+  /** The entry of a page that is the same for every segment. */
+  private pageKey(path: string): string {
+    return pageCacheKey(path, undefined, this.generation)
+  }
+
+  private segmentKey(path: string, segment: string): string {
+    return pageCacheKey(path, segment, this.generation)
+  }
+
+  /**
+   * Where a render for (path, segment) goes: whether the page differs by segment is known only once it
+   * is rendered, so both keys are read and the render picks the one it is stored under.
+   */
+  private slot(path: string, segment: string): RenderSlot {
+    const pageKey = this.pageKey(path)
+    const segmentKey = this.segmentKey(path, segment)
+    return { key: segmentKey, readKeys: [pageKey, segmentKey], storeKey: (response) => (response.perSegment ? segmentKey : pageKey) }
   }
 
   get databaseCircuitState(): CircuitState {
@@ -105,18 +138,18 @@ export class PageService {
    * undefined means "not a fresh L1 hit": the caller goes on to lookup().
    */
   freshLocal(path: string, segment: string): CachedResponse | undefined {
-    const key = pageCacheKey(path, segment)
-    const response = this.cache.freshLocal(key)
-    if (response !== undefined) this.maybeRefreshEarly(key, path, segment, response)
+    const pageKey = this.pageKey(path)
+    let response = this.cache.freshLocal(pageKey)
+    if (response === undefined) response = this.cache.freshLocal(this.segmentKey(path, segment))
+    if (response !== undefined) this.maybeRefreshEarly(path, segment, response)
     return response
   }
 
   /** The cache tiers alone: a fresh entry answers (HIT-L1, HIT-L2), else what they hold goes on to serve(). */
   async lookup(path: string, segment: string): Promise<CacheLookup> {
-    const key = pageCacheKey(path, segment)
-    const { fresh, local, shared } = await this.cache.lookup(key)
+    const { fresh, local, shared } = await this.cache.lookup(this.slot(path, segment).readKeys)
     if (fresh === undefined) return { hit: undefined, local, shared }
-    if (fresh.tier === 'l1') this.maybeRefreshEarly(key, path, segment, fresh.response)
+    if (fresh.tier === 'l1') this.maybeRefreshEarly(path, segment, fresh.response)
     return { hit: { response: fresh.response, cacheResult: fresh.tier === 'l1' ? 'HIT-L1' : 'HIT-L2' }, local, shared }
   }
 
@@ -127,24 +160,23 @@ export class PageService {
    * inside its stale-if-error window. `lookedUp`: the lookup the fast path already made.
    */
   async serve(path: string, segment: string, defaultSegment: string, lookedUp?: CacheLookup): Promise<ServedPage> {
-    const key = pageCacheKey(path, segment)
     const lookup = lookedUp ?? (await this.lookup(path, segment))
     if (lookup.hit !== undefined) return lookup.hit
     const now = Date.now()
     const known = newest(lookup.local?.response, lookup.shared)
     if (known !== undefined && now < known.swrUntil) {
       this.metrics.staleServed('revalidate')
-      this.refreshInBackground(key, path, segment)
+      this.refreshInBackground(path, segment)
       return { response: known, cacheResult: 'STALE' }
     }
 
-    const rendering = this.render(key, path, segment)
+    const rendering = this.render(path, segment)
     try {
       // What may answer if the render overruns its budget: this key's own entry while it is inside its
       // stale-if-error window (a slow or hung database then costs the budget, not its timeouts), else,
       // for a personalized request, the default segment's rendering; without either, the request waits.
       const staleCopy = known !== undefined && now < known.staleUntil ? known : undefined
-      const standIn = staleCopy !== undefined || segment === defaultSegment ? undefined : this.cache.peekLocal(pageCacheKey(path, defaultSegment))?.response
+      const standIn = staleCopy !== undefined || segment === defaultSegment ? undefined : this.cache.peekLocal(this.segmentKey(path, defaultSegment))?.response
       if (staleCopy === undefined && standIn === undefined) return { response: await rendering, cacheResult: 'MISS' }
       const result = await withTimeout(rendering, this.settings.renderBudgetMs)
       if (result !== TIMED_OUT) return { response: result, cacheResult: 'MISS' }
@@ -170,40 +202,34 @@ export class PageService {
   }
 
   /** A 404 for a request path that can never be a page (bad characters, too long), cached like any 404. */
-  serveInvalidPath(segment: string): ServedPage {
-    const key = `!invalid|${segment}|r${RENDER_VERSION}`
+  serveInvalidPath(): ServedPage {
+    const key = `!invalid|${this.generation}`
     const hit = this.cache.peekLocal(key)
     if (hit !== undefined && Date.now() < hit.localFreshUntil) return { response: hit.response, cacheResult: 'HIT-L1' }
-    const response = this.renderer.notFound('', segment)
+    const response = this.renderer.notFound('')
     this.cache.storeLocal(key, response, response.freshUntil)
     return { response, cacheResult: 'MISS' }
   }
 
   /** XFetch on a fresh L1 hit; far from expiry (more than 10 render times) the draw could never fire, so skip it. */
-  private maybeRefreshEarly(key: string, path: string, segment: string, response: CachedResponse): void {
+  private maybeRefreshEarly(path: string, segment: string, response: CachedResponse): void {
     const margin = response.freshUntil - Date.now()
     if (margin > response.renderMs * XFETCH_BETA * 10) return
-    if (-response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= margin) this.refreshInBackground(key, path, segment)
+    if (-response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= margin) this.refreshInBackground(path, segment)
   }
 
-  private refreshInBackground(key: string, path: string, segment: string): void {
-    if (this.renders.isRendering(key)) return
-    this.render(key, path, segment, true).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
+  private refreshInBackground(path: string, segment: string): void {
+    if (this.renders.isRendering(this.segmentKey(path, segment))) return
+    this.render(path, segment, true).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
   }
 
-  private render(key: string, path: string, segment: string, refreshing = false): Promise<CachedResponse> {
-    return this.renders.render(key, () => this.renderer.render(path, segment), { refreshing })
+  private render(path: string, segment: string, refreshing = false): Promise<CachedResponse> {
+    return this.renders.render(this.slot(path, segment), () => this.renderer.render(path, segment), { refreshing })
   }
 
-  /** Drops every segment of these paths from L1 here, from L2, and from L1 on the other instances. */
+  /** Drops these paths (their entry for every segment, and each segment's) from L1 here, from L2, and from L1 on the other instances. */
   invalidatePaths(paths: readonly string[]): Promise<number> {
-    return this.cache.invalidate(paths.flatMap((path) => this.segmentSlugs().map((segment) => pageCacheKey(path, segment))))
-  }
-
-  /** Drops the given segments of these paths (a variant change touches only its segment), and the home page. */
-  invalidateSegments(paths: readonly string[], segments: readonly string[]): Promise<number> {
-    const keys = paths.flatMap((path) => segments.map((segment) => pageCacheKey(path, segment)))
-    return this.cache.invalidate([...keys, ...this.segmentSlugs().map((segment) => pageCacheKey('/', segment))])
+    return this.cache.invalidate(paths.flatMap((path) => [this.pageKey(path), ...this.segmentSlugs().map((segment) => this.segmentKey(path, segment))]))
   }
 
   /** Purge by paths and tags: L1 here, L2, and L1 on every other instance. Returns local evictions. */
@@ -213,21 +239,40 @@ export class PageService {
   }
 
   /**
-   * Renders one page for one segment into L2 unless a fresh entry is there already. The write is
-   * SET NX, so a warm-up never overwrites what live traffic rendered meanwhile.
+   * Renders a page into L2 for each segment that lacks a fresh entry: segment by segment until the first
+   * render says whether the page differs by segment, so a page that does not costs one render, one
+   * entry. The writes are SET NX where nothing was there, so a warm-up never overwrites what live
+   * traffic rendered meanwhile.
    */
-  async warm(path: string, segment: string): Promise<'warmed' | 'skipped' | 'failed'> {
-    if (!this.cache.hasSharedTier) return 'failed'
-    const key = pageCacheKey(path, segment)
-    const existing = await this.cache.readShared(key)
-    if (existing !== undefined && Date.now() < existing.freshUntil) return 'skipped'
+  async warm(path: string, segments: readonly string[]): Promise<WarmCounts> {
+    const counts: WarmCounts = { warmed: 0, skipped: 0, failed: 0 }
+    if (!this.cache.hasSharedTier) {
+      counts.failed = segments.length
+      return counts
+    }
+    for (const segment of segments) {
+      const { outcome, perSegment } = await this.warmOne(path, segment)
+      counts[outcome]++
+      if (perSegment === false) break
+    }
+    return counts
+  }
+
+  private async warmOne(path: string, segment: string): Promise<{ outcome: keyof WarmCounts; perSegment: boolean | undefined }> {
+    const slot = this.slot(path, segment)
+    const existing = await this.cache.readShared(slot.readKeys)
+    const now = Date.now()
+    const fresh = existing.find((entry) => entry !== undefined && now < entry.freshUntil)
+    if (fresh !== undefined) return { outcome: 'skipped', perSegment: fresh.perSegment }
     try {
       const response = await this.renderer.render(path, segment)
+      const key = slot.storeKey(response)
       // A stale entry is replaced; a missing one is only written if live traffic has not meanwhile.
-      return (await this.cache.storeShared(key, response, { onlyIfAbsent: existing === undefined })) ? 'warmed' : 'skipped'
+      const written = await this.cache.storeShared(key, response, { onlyIfAbsent: existing[slot.readKeys.indexOf(key)] === undefined })
+      return { outcome: written ? 'warmed' : 'skipped', perSegment: response.perSegment }
     } catch (err) {
       this.log.warn({ err, path, segment }, 'warm-up render failed')
-      return 'failed'
+      return { outcome: 'failed', perSegment: undefined }
     }
   }
 }

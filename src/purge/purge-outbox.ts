@@ -22,6 +22,19 @@ export async function enqueuePurge(db: Kysely<Database>, targets: readonly Purge
   return targets.length
 }
 
+/**
+ * Tags per outbox row: Varnish gets them in one request header (8 KB by default), Fastly and Cloudflare
+ * adapters split further as their APIs require.
+ */
+export const TAGS_PER_PURGE = 200
+
+/** A purge of many tags, split into outbox rows of TAGS_PER_PURGE; returns the rows written. */
+export async function enqueueTagPurge(db: Kysely<Database>, targets: readonly PurgeTarget[], tags: readonly string[], soft: boolean): Promise<number> {
+  let queued = 0
+  for (let i = 0; i < tags.length; i += TAGS_PER_PURGE) queued += await enqueuePurge(db, targets, { paths: [], tags: tags.slice(i, i + TAGS_PER_PURGE), soft })
+  return queued
+}
+
 export function backoffMs(attempts: number): number {
   return Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.max(0, attempts - 1))
 }

@@ -11,8 +11,9 @@ import type { Database } from '../db/schema.ts'
 import { DomainError } from '../errors.ts'
 import { cacheTag, type CachePolicySettings, type HeaderMap, pathJitterFactor, publicCacheHeaders, sharedTtlForPage, shortLivedCacheHeaders } from '../http/cache-policy.ts'
 import { strongEtag } from '../http/conditional.ts'
+import { fnv1a32 } from '../hash.ts'
 import { pageEntryHeaders } from '../http/page-response.ts'
-import { findNearestVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from '../pages/page-repository.ts'
+import { findPageVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from '../pages/page-repository.ts'
 import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } from './page-templates.ts'
 
 /** Bumped when templates change, so entries rendered by an older release are never served. */
@@ -74,13 +75,24 @@ export class PageRenderer {
     }
   }
 
+  /**
+   * What the cache keys carry besides the path and segment: the render version and every setting that
+   * shapes an entry's bytes or headers (CDN_FLAVOUR's header names, lifetimes, PUBLIC_BASE_URL in the
+   * HTML...). An instance configured otherwise never serves an entry rendered under other settings.
+   */
+  get generation(): string {
+    const s = this.settings
+    const shaping = [s.cdnFlavour, s.browserMaxAgeSeconds, s.staleWhileRevalidateSeconds, s.staleIfErrorSeconds, s.publicBaseUrl, s.notFoundTtlSeconds, s.relatedLinks]
+    return `r${RENDER_VERSION}.${fnv1a32(JSON.stringify(shaping)).toString(36)}`
+  }
+
   /** The 404 entry for a path (empty for a request path that can never be a page). */
-  notFound(path: string, segment: string, started = Date.now()): CachedResponse {
+  notFound(path: string, started = Date.now()): CachedResponse {
     const ttl = this.settings.notFoundTtlSeconds
     const tags = [cacheTag('template', 'not-found')]
     // Negative caching: brief, and without stale windows, so a page published later shows up quickly.
     const headers: HeaderMap = ttl === 0 ? { 'cache-control': 'no-store' } : shortLivedCacheHeaders(this.settings, ttl, tags)
-    const response = this.entry(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, segment, started, tags)
+    const response = this.entry(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, undefined, started, tags)
     // A 404 is never served stale: a page published meanwhile must show up within the negative TTL.
     response.freshUntil = response.swrUntil = response.staleUntil = Date.now() + ttl * 1000
     return response
@@ -100,32 +112,37 @@ export class PageRenderer {
   }
 
   private async renderPage(path: string, segment: string, started: number): Promise<CachedResponse> {
-    if (path === '/') return this.renderIndex(segment, started)
+    if (path === '/') return this.renderIndex(started)
     const page = await findPublishedPage(this.db, path)
-    if (page === undefined) return this.notFound(path, segment, started)
+    if (page === undefined) return this.notFound(path, started)
     let html: string
     let lastModified = page.updatedAt
+    // Only a landing page with variants in its scope can differ by segment; every other page is one
+    // entry for all segments, at every tier (no segment in its key, Vary or tags).
+    let perSegment = false
     if (page.kind === 'landing') {
       const searchStarted = performance.now()
-      const variant = await findNearestVariant(this.db, page.id, segment)
+      const { variant, perSegment: varies } = await findPageVariant(this.db, page, segment)
       this.metrics.vectorSearch((performance.now() - searchStarted) / 1000)
+      perSegment = varies
       html = renderLandingPage(page, variant)
       if (variant !== undefined && variant.updatedAt > lastModified) lastModified = variant.updatedAt
     } else {
       html = renderSeoPage(page, await findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks))
     }
-    const tags = [cacheTag('page', page.id), cacheTag('segment', segment), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-    return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, segment, started, page.path)
+    const tags = [cacheTag('page', page.id), ...(perSegment ? [cacheTag('segment', segment)] : []), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
+    return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, perSegment ? segment : undefined, started, page.path)
   }
 
-  private async renderIndex(segment: string, started: number): Promise<CachedResponse> {
+  private async renderIndex(started: number): Promise<CachedResponse> {
     const links = await listIndexLinks(this.db, INDEX_LINKS_PER_VERTICAL)
     const lastModified = await latestPageUpdate(this.db)
     const html = renderSiteIndex(this.settings.publicBaseUrl, links)
-    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index'), cacheTag('segment', segment)], segment, started, '/')
+    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index')], undefined, started, '/')
   }
 
-  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string, started: number, path: string): CachedResponse {
+  /** `segment`: the segment the bytes were rendered for, undefined when they are every segment's. */
+  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string | undefined, started: number, path: string): CachedResponse {
     const response = this.entry(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment, started, tags)
     // The origin's own fresh window is capped: it bounds staleness when an invalidation is lost. The cap
     // is jittered per path like the CDN TTL, so entries warmed together do not expire together.
@@ -136,13 +153,13 @@ export class PageRenderer {
     return response
   }
 
-  private entry(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string, started: number, tags: string[]): CachedResponse {
+  private entry(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string | undefined, started: number, tags: string[]): CachedResponse {
     const body = Buffer.from(html, 'utf8')
     const etag = strongEtag(body)
     // HTTP dates carry whole seconds; drop the milliseconds so If-Modified-Since compares exactly.
     const lastModifiedSeconds = new Date(Math.floor(lastModified.getTime() / 1000) * 1000)
     const { headers, notModifiedHeaders } = pageEntryHeaders({ status, cacheHeaders, segment, etag, lastModified: lastModifiedSeconds })
     const now = Date.now()
-    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: now - started, renderedAt: now, tags }
+    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, perSegment: segment !== undefined, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: now - started, renderedAt: now, tags }
   }
 }

@@ -13,6 +13,16 @@ export interface RenderLocks {
   unlock(key: string, token: string): Promise<void>
 }
 
+/** One render's place in the caches. */
+export interface RenderSlot {
+  /** Single-flight and the Redis lock: one render of this key at a time. */
+  key: string
+  /** Where a finished render may be found (a lock loser polls them in L2). */
+  readKeys: readonly string[]
+  /** Where a render is stored: which key depends on what it turned out to be. */
+  storeKey(response: CachedResponse): string
+}
+
 export interface RenderCoordinatorOptions {
   cache: TieredCache
   /** null: one instance on its own (REDIS_URL=off): single-flight alone. */
@@ -40,58 +50,59 @@ export class RenderCoordinator {
     this.onCoalesced = options.onCoalesced
   }
 
-  /** true while this process renders the key. */
+  /** true while this process renders the slot's key. */
   isRendering(key: string): boolean {
     return this.inFlight.has(key)
   }
 
   /**
-   * `render` once for `key` however many callers ask at the same moment, stored in both tiers. A
-   * refresh (`refreshing`) renders even when another instance has just written a fresh entry.
+   * `render` once for `slot.key` however many callers ask at the same moment, stored in both tiers
+   * under `slot.storeKey(response)`. A refresh (`refreshing`) renders even when another instance has
+   * just written a fresh entry.
    */
-  render(key: string, render: () => Promise<CachedResponse>, options: { refreshing?: boolean } = {}): Promise<CachedResponse> {
-    const pending = this.inFlight.get(key)
+  render(slot: RenderSlot, render: () => Promise<CachedResponse>, options: { refreshing?: boolean } = {}): Promise<CachedResponse> {
+    const pending = this.inFlight.get(slot.key)
     if (pending !== undefined) {
       this.onCoalesced()
       return pending
     }
-    const promise = this.renderLocked(key, render, options.refreshing === true).finally(() => this.inFlight.delete(key))
-    this.inFlight.set(key, promise)
+    const promise = this.renderLocked(slot, render, options.refreshing === true).finally(() => this.inFlight.delete(slot.key))
+    this.inFlight.set(slot.key, promise)
     return promise
   }
 
-  private async renderLocked(key: string, render: () => Promise<CachedResponse>, refreshing: boolean): Promise<CachedResponse> {
-    const lockKey = `lock:${key}`
+  private async renderLocked(slot: RenderSlot, render: () => Promise<CachedResponse>, refreshing: boolean): Promise<CachedResponse> {
+    const lockKey = `lock:${slot.key}`
     const locked = this.locks === null ? undefined : await this.locks.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS)
     if (locked === false) {
-      const theirs = await this.waitForWinner(key)
+      const theirs = await this.waitForWinner(slot.readKeys)
       if (theirs !== undefined) {
-        this.cache.storeLocal(key, theirs)
-        return theirs
+        this.cache.storeLocal(theirs.key, theirs.response)
+        return theirs.response
       }
     }
     try {
       if (locked === true && !refreshing) {
         // Double-check: another instance may have finished and unlocked between our L2 miss and our lock.
-        const justWritten = await this.cache.freshShared(key)
+        const justWritten = await this.cache.freshShared(slot.readKeys)
         if (justWritten !== undefined) {
-          this.cache.storeLocal(key, justWritten)
-          return justWritten
+          this.cache.storeLocal(justWritten.key, justWritten.response)
+          return justWritten.response
         }
       }
       const response = await render()
-      await this.cache.store(key, response)
+      await this.cache.store(slot.storeKey(response), response)
       return response
     } finally {
       if (locked === true) await this.locks?.unlock(lockKey, this.lockToken)
     }
   }
 
-  private async waitForWinner(key: string): Promise<CachedResponse | undefined> {
+  private async waitForWinner(keys: readonly string[]): Promise<{ key: string; response: CachedResponse } | undefined> {
     const deadline = Date.now() + LOCK_WAIT_MS
     while (Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS))
-      const entry = await this.cache.freshShared(key)
+      const entry = await this.cache.freshShared(keys)
       if (entry !== undefined) return entry
     }
     return undefined

@@ -87,20 +87,28 @@ t.test('stale-while-revalidate, then stale-if-error and fast 503s when PostgreSQ
   t.equal(again.statusCode, 200, 'the warm key stays served with the circuit open')
 })
 
-t.test('warm-up renders the top pages for every segment into L2, never over live entries', async (t) => {
+t.test('warm-up renders the top pages into L2 (per segment only where a page differs by segment), never over live entries', async (t) => {
   const a = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-warm:', ADMIN_TOKEN: 'warm-test-token-0123456789' })
   const b = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-warm:', DATABASE_URL: a.database.connectionString, DB_POOL_MAX: '1' })
   const auth = { authorization: 'Bearer warm-test-token-0123456789' }
-  const top = await a.database.db.selectFrom('pages').select('path').where('status', '=', 'published').orderBy('crawl_weight', 'desc').orderBy('id').limit(3).execute()
+  const top = await a.database.db.selectFrom('pages').select(['path', 'kind']).where('status', '=', 'published').orderBy('crawl_weight', 'desc').orderBy('id').limit(20).execute()
+  const landing = top.filter((p) => p.kind === 'landing').length
+  t.equal(landing, 3, 'the demo: three landing pages (a variant per segment) and the heaviest SEO pages')
   await a.inject({ url: top[0]!.path }) // live traffic got there first for one key
+  const renders = await metricValue(a, 'variant_origin_renders_total')
   const res = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20, concurrency: 4 } })
   t.equal(res.statusCode, 200, res.body)
-  t.match(res.json(), { pages: 20, segments: 4, attempted: 80, warmed: 79, skipped: 1, failed: 0, successRate: 1 })
-  for (const { path } of top) {
-    t.equal((await b.inject({ url: path, headers: { 'x-segment': 'smb' } })).headers['x-cache'], 'HIT-L2', `${path} warm for another instance`)
+  const entries = landing * 4 + (20 - landing)
+  t.match(res.json(), { pages: 20, segments: 4, attempted: entries, warmed: entries - 1, skipped: 1, failed: 0, successRate: 1 }, 'an SEO page is one entry; a landing page one per segment')
+  t.equal((await metricValue(a, 'variant_origin_renders_total')) - renders, entries - 1, 'one render per entry: an SEO page is rendered once, not once per segment')
+  for (const { path, kind } of [...top.slice(0, 3), ...top.slice(-3)]) {
+    const results = []
+    for (const segment of ['smb', 'developer']) results.push((await b.inject({ url: path, headers: { 'x-segment': segment } })).headers['x-cache'])
+    // Another instance: a landing page's entries are per segment in L2; an SEO page's one entry, once in L1, answers every segment.
+    t.same(results, kind === 'landing' ? ['HIT-L2', 'HIT-L2'] : ['HIT-L2', 'HIT-L1'], `${path} warm for another instance`)
   }
   const again = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20 } })
-  t.match(again.json(), { warmed: 0, skipped: 80, successRate: 1 }, 'a second run finds everything fresh')
+  t.match(again.json(), { warmed: 0, skipped: entries, successRate: 1 }, 'a second run finds everything fresh')
   t.equal((await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 0 } })).statusCode, 400)
 })
 
@@ -108,17 +116,21 @@ t.test('concurrent lookups of one key share one Redis read; an invalidation spli
   const app = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-coalesce:' })
   const path = '/crm/dentists/austin'
   t.equal((await app.inject({ url: path })).headers['x-cache'], 'MISS')
-  const key = pageCacheKey(path, 'general')
+  const key = pageCacheKey(path, undefined, app.pages.generation) // an SEO page: one entry for every segment
   const direct = new Redis(redis.url)
   t.teardown(() => direct.disconnect())
-  const gets = async () => Number(/cmdstat_get:calls=(\d+)/.exec(await direct.info('commandstats'))?.[1] ?? 0)
+  // A page's two keys (its entry for every segment, the segment's own) are read with one MGET.
+  const gets = async () => {
+    const stats = await direct.info('commandstats')
+    return Number(/cmdstat_get:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_mget:calls=(\d+)/.exec(stats)?.[1] ?? 0)
+  }
 
   app.pageCache.evictLocal([key]) // L1 forgets it; L2 still holds it
   const before = await gets()
   const lookups = await Promise.all(Array.from({ length: 20 }, () => app.pages.lookup(path, 'general')))
   t.ok(lookups.every((l) => l.hit?.cacheResult === 'HIT-L2'))
   t.equal(new Set(lookups.map((l) => l.hit!.response)).size, 1, 'one decoded entry for all of them')
-  t.equal(await gets(), before + 1, 'one GET for twenty lookups')
+  t.equal(await gets(), before + 1, 'one Redis read for twenty lookups')
   t.equal(await metricValue(app, 'variant_origin_l2_reads_coalesced_total'), 19)
   t.ok(app.pages.freshLocal(path, 'general'), 'the L2 hit refilled L1')
   t.match((await app.inject({ url: '/metrics' })).body, /variant_origin_l2_reads_coalesced_total 19\n/)

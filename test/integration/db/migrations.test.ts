@@ -8,19 +8,20 @@ import { seedDemoSite } from '../../../src/demo/demo-site.ts'
 const handle = await openDatabase({ databaseUrl: undefined, dataDir: 'memory://', dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
 t.teardown(() => handle.close())
 const { db } = handle
+const ALL = ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement', '0006_variant_scope']
 
 t.test('an empty database migrates to the full schema', async (t) => {
-  t.same(await pendingMigrations(db), ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement'])
+  t.same(await pendingMigrations(db), ALL)
   const result = await migrateToLatest(db)
-  t.same(result.results?.map((r) => [r.migrationName, r.status]), [['0001_initial_schema', 'Success'], ['0002_ingest_and_versions', 'Success'], ['0003_purge_outbox', 'Success'], ['0004_search_console', 'Success'], ['0005_engagement', 'Success']])
+  t.same(result.results?.map((r) => [r.migrationName, r.status]), ALL.map((name) => [name, 'Success']))
   t.same(await pendingMigrations(db), [])
   const again = await migrateToLatest(db)
   t.same(again.results, [], 'a second run applies nothing')
 
   const tables = await sql<{ table_name: string }>`select table_name from information_schema.tables where table_schema = 'public' and table_name not like 'kysely%' order by 1`.execute(db)
   t.same(tables.rows.map((r) => r.table_name), ['content_variants', 'embedding_versions', 'engagement_daily', 'engagement_stream_receipts', 'page_embedding_staging', 'pages', 'purge_outbox', 'search_console_imports', 'search_console_rows', 'segments', 'sitemap_version'])
-  const hnsw = await sql<{ indexdef: string }>`select indexdef from pg_indexes where indexname = 'content_variants_embedding_hnsw'`.execute(db)
-  t.match(hnsw.rows[0]?.indexdef, /USING hnsw \(embedding vector_cosine_ops\) WITH \(m='?16'?, ef_construction='?64'?\)/)
+  const hnsw = await sql<{ indexdef: string }>`select indexdef from pg_indexes where indexname = 'pages_intent_embedding_hnsw'`.execute(db)
+  t.match(hnsw.rows[0]?.indexdef, /USING hnsw \(intent_embedding vector_cosine_ops\) WITH \(m='?16'?, ef_construction='?64'?\)/)
   const column = await sql<{ t: string }>`select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'content_variants'::regclass and attname = 'embedding'`.execute(db)
   t.equal(column.rows[0]?.t, 'vector(1536)')
 })
@@ -63,12 +64,45 @@ t.test('the demo seed loads once, then leaves the database alone', async (t) => 
 
 t.test('down migrations revert cleanly, and up again', async (t) => {
   await db.deleteFrom('content_variants').execute()
-  const all = ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement']
-  for (const remaining of [all.slice(4), all.slice(3), all.slice(2), all.slice(1), all]) {
+  for (const remaining of ALL.map((_, i) => ALL.slice(ALL.length - 1 - i))) {
     const result = await createMigrator(db).migrateDown()
     t.equal(result.error, undefined)
     t.same(await pendingMigrations(db), remaining)
   }
   await migrateToLatest(db)
   t.same(await pendingMigrations(db), [])
+})
+
+t.test('0006 moves existing variants to their landing page: by CTA, else the nearest landing page, else the vertical general', async (t) => {
+  const fresh = await openDatabase({ databaseUrl: undefined, dataDir: 'memory://', dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
+  t.teardown(() => fresh.close())
+  const old = fresh.db
+  t.equal((await createMigrator(old).migrateTo('0005_engagement')).error, undefined)
+  const vector = (hot: number) => `[${Array.from({ length: 1536 }, (_, i) => (i === hot ? 1 : 0)).join(',')}]`
+  const { id: version } = await old.insertInto('embedding_versions').values({ model: 'm', dimensions: 1536, active: true }).returning('id').executeTakeFirstOrThrow()
+  await old.insertInto('segments').values({ slug: 'smb', description: '', utm_sources: [] }).execute()
+  const page = (path: string, kind: 'landing' | 'seo', hot: number) => ({ ...basePage, path, kind, canonical_url: `https://www.example.test${path}`, intent_embedding: vector(hot), embedding_version: version })
+  await old.insertInto('pages').values([page('/crm', 'landing', 1), page('/payroll', 'landing', 2), page('/payroll/guide', 'seo', 3)]).execute()
+  const variant = (key: string, ctaUrl: string, hot: number) =>
+    ({ variant_key: key, segment: 'smb', headline: key, cta_url: ctaUrl, embedding: vector(hot), vector_version: version, content_hash: key, features: '[]', metadata: '{}' }) as never
+  await old.insertInto('content_variants').values([variant('by-cta', '/crm', 2), variant('by-vector', '/signup', 2), variant('seo-cta', '/payroll/guide', 1)]).execute()
+
+  t.equal((await createMigrator(old).migrateToLatest()).error, undefined)
+  const moved = await sql<{ variant_key: string; path: string | null; vertical: string | null }>`
+    select v.variant_key, p.path, v.vertical from content_variants v left join pages p on p.id = v.page_id order by 1`.execute(old)
+  t.same(moved.rows, [
+    { variant_key: 'by-cta', path: '/crm', vertical: null },
+    { variant_key: 'by-vector', path: '/payroll', vertical: null },
+    { variant_key: 'seo-cta', path: '/crm', vertical: null },
+  ], 'a CTA to a landing page decides; otherwise the nearest landing page (an SEO page never)')
+  await t.rejects(sql`update content_variants set vertical = 'crm'`.execute(old), /content_variants_one_scope/, 'never both scopes')
+  await t.rejects(sql`update content_variants set page_id = null`.execute(old), /content_variants_one_scope/, 'never neither')
+
+  // No landing page at all: the variants stay, shared by the vertical general.
+  t.equal((await createMigrator(old).migrateTo('0005_engagement')).error, undefined, '0006 reverts')
+  await old.deleteFrom('content_variants').execute()
+  await old.deleteFrom('pages').execute()
+  await old.insertInto('content_variants').values(variant('orphan', '/x', 1)).execute()
+  t.equal((await createMigrator(old).migrateToLatest()).error, undefined)
+  t.same((await sql<{ vertical: string }>`select vertical from content_variants`.execute(old)).rows, [{ vertical: 'general' }], 'nothing lost')
 })

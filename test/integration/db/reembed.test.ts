@@ -19,17 +19,18 @@ const SEGMENTS = ['general', 'enterprise', 'smb', 'developer']
 t.test('switch under load: answers never mix versions; concurrent writes are carried over', async (t) => {
   const app = await buildTestApp(t, { REDIS_URL: 'off', DB_STATEMENT_TIMEOUT_MS: '60000' }) // the version switch is one big transaction; a loaded CI machine must not time it out
   const { db } = app.database
-  const landing = await db.selectFrom('pages').select(['id', 'path', 'intent_text', 'title', 'meta_description']).where('kind', '=', 'landing').execute()
+  const landing = await db.selectFrom('pages').select(['id', 'path', 'vertical', 'intent_text', 'title', 'meta_description']).where('kind', '=', 'landing').execute()
 
-  /** The exact nearest variant id per (path, segment), in the embedding space of `dimensions`. */
+  /** The exact nearest variant id per (path, segment) in the page's scope (its own, else its vertical's), in the embedding space of `dimensions`. */
   async function expected(dimensions: number): Promise<Map<string, number>> {
-    const variants = await db.selectFrom('content_variants').select(['id', 'segment', 'embedding_text']).where('vector_version', '=', (eb) => eb.selectFrom('embedding_versions').select('id').where('active', '=', true)).execute()
+    const variants = await db.selectFrom('content_variants').select(['id', 'segment', 'page_id', 'vertical', 'embedding_text']).where('vector_version', '=', (eb) => eb.selectFrom('embedding_versions').select('id').where('active', '=', true)).execute()
     const answers = new Map<string, number>()
     for (const page of landing) {
       const query = localEmbedding(pageEmbeddingText(page), dimensions)
       for (const segment of SEGMENTS) {
         let best: { id: number; score: number } | undefined
-        for (const v of variants.filter((x) => x.segment === segment)) {
+        const own = variants.filter((x) => x.segment === segment && Number(x.page_id) === Number(page.id))
+        for (const v of own.length > 0 ? own : variants.filter((x) => x.segment === segment && x.vertical === page.vertical)) {
           const vector = localEmbedding(v.embedding_text, dimensions)
           const score = vector.reduce((s, x, i) => s + x * query[i]!, 0)
           if (best === undefined || score > best.score) best = { id: Number(v.id), score }
@@ -51,7 +52,7 @@ t.test('switch under load: answers never mix versions; concurrent writes are car
     return answers
   }
 
-  const extra = { key: 'late-enterprise-payroll', segment: 'enterprise', headline: 'Payroll software for the enterprise: pay your team on time and stay compliant, globally', cta_url: '/payroll' }
+  const extra = { key: 'late-enterprise-payroll', segment: 'enterprise', headline: 'Payroll software for the enterprise: pay your team on time and stay compliant, globally', cta_url: '/payroll', page: '/payroll' }
   let checks = 0
   let wrote = false
   const progress = await reembed(db, newEmbedder(), {
@@ -60,7 +61,7 @@ t.test('switch under load: answers never mix versions; concurrent writes are car
       // Mid-run, content changes in the serving version; answers must still be the old version's.
       if (!wrote) {
         wrote = true
-        await ingestVariants(db, new LocalEmbedder(), [extra])
+        await ingestVariants(db, new LocalEmbedder(), [extra], { purgeTargets: [] })
       }
       const want = await expected(1536)
       const got = await served()
@@ -83,7 +84,7 @@ t.test('switch under load: answers never mix versions; concurrent writes are car
 
   const again = await reembed(db, newEmbedder())
   t.match(again, { switched: false, variantsEmbedded: 0, pagesEmbedded: 0 }, 'a second run has nothing to do')
-  await t.rejects(ingestVariants(db, new LocalEmbedder(), [extra]), /active embedding version is text-embedding-3-small \(512 dimensions\)/)
+  await t.rejects(ingestVariants(db, new LocalEmbedder(), [extra], { purgeTargets: [] }), /active embedding version is text-embedding-3-small \(512 dimensions\)/)
 })
 
 t.test('an interrupted build resumes without redoing finished work', async (t) => {

@@ -1,5 +1,6 @@
-// Ingest through the admin API: auth, all-or-nothing validation, hash-skipped re-embedding,
-// cache invalidation, and the OpenAI provider against a local embeddings server.
+// Ingest through the admin API: auth, all-or-nothing validation, hash-skipped re-embedding, variants
+// scoped to their page or vertical, cache invalidation, the CDN purges written with the change, and the
+// OpenAI provider against a local embeddings server.
 
 import t from 'tap'
 import { buildTestApp } from '../../helper.ts'
@@ -15,9 +16,18 @@ t.test('without ADMIN_TOKEN the admin API does not exist', async (t) => {
 })
 
 t.test('the admin API', async (t) => {
-  const app = await buildTestApp(t, { ADMIN_TOKEN: TOKEN, REDIS_URL: 'off' })
+  // The purge target answers nothing (port 9): what ingest queued stays in the outbox to be read.
+  const app = await buildTestApp(t, { ADMIN_TOKEN: TOKEN, REDIS_URL: 'off', PURGE_TARGETS: 'varnish', VARNISH_PURGE_URL: 'http://127.0.0.1:9' })
   const { db } = app.database
   const countPages = async () => Number((await db.selectFrom('pages').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n)
+  const pageId = async (path: string) => Number((await db.selectFrom('pages').select('id').where('path', '=', path).executeTakeFirstOrThrow()).id)
+  /** The outbox rows written since the last call, as [tags, soft]. */
+  let outboxSeen = 0
+  const queuedPurges = async () => {
+    const rows = await db.selectFrom('purge_outbox').select(['id', 'tags', 'paths', 'soft']).where('id', '>', outboxSeen).orderBy('id').execute()
+    outboxSeen = Math.max(outboxSeen, ...rows.map((r) => Number(r.id)))
+    return rows.map((r) => ({ tags: [...r.tags].sort(), paths: r.paths, soft: r.soft }))
+  }
 
   t.test('a missing or wrong token is 401, no-store', async (t) => {
     for (const headers of [{}, { authorization: 'Bearer nope' }, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }]) {
@@ -59,6 +69,7 @@ t.test('the admin API', async (t) => {
       { record: 3, field: 'path', message: 'duplicates record 0 in this batch' },
     ])
     t.equal(await countPages(), before, 'nothing written')
+    t.same(await queuedPurges(), [], 'no purge queued')
     const missing = await app.inject({ method: 'POST', url: '/admin/pages', headers: auth, payload: { page: [] } })
     t.equal(missing.statusCode, 400)
     t.match(missing.json().message, /pages/)
@@ -75,8 +86,13 @@ t.test('the admin API', async (t) => {
     ]
     const first = await app.inject({ method: 'POST', url: '/admin/pages', headers: auth, payload: { pages } })
     t.equal(first.statusCode, 200, first.body)
-    t.match(first.json(), { received: 3, inserted: 2, updated: 1, unchanged: 0, embedded: 3 })
+    t.match(first.json(), { received: 3, inserted: 2, updated: 1, unchanged: 0, embedded: 3, queued: 1 })
     t.ok(first.json().invalidated >= 1)
+    t.same(
+      await queuedPurges(),
+      [{ tags: [`p-${await pageId(target)}`, 't-index', 't-not-found', 't-sitemap'].sort(), paths: [], soft: true }],
+      'the CDN purge is queued with the change: the updated page in every segment, the index, sitemaps, and the 404s new pages replace',
+    )
 
     const after = await app.inject({ url: target })
     t.equal(after.headers['x-cache'], 'MISS', 'the updated page is rendered again')
@@ -88,7 +104,8 @@ t.test('the admin API', async (t) => {
     t.match(created.headers['cache-control'], /s-maxage=\d+/)
 
     const second = await app.inject({ method: 'POST', url: '/admin/pages', headers: auth, payload: { pages } })
-    t.match(second.json(), { received: 3, inserted: 0, updated: 0, unchanged: 3, embedded: 0 }, 'identical content: nothing rewritten or embedded')
+    t.match(second.json(), { received: 3, inserted: 0, updated: 0, unchanged: 3, embedded: 0, queued: 0 }, 'identical content: nothing rewritten or embedded')
+    t.same(await queuedPurges(), [], 'nor purged')
     const again = await app.inject({ url: target })
     t.equal(again.headers['last-modified'], after.headers['last-modified'], 'Last-Modified unchanged')
 
@@ -98,20 +115,59 @@ t.test('the admin API', async (t) => {
     const row = await db.selectFrom('pages').select(['crawl_weight', 'intent_embedding', 'embedding_version']).where('path', '=', '/crm/vets/boston').executeTakeFirstOrThrow()
     t.ok(Math.abs(row.crawl_weight - 0.9) < 1e-6)
     t.ok(row.intent_embedding !== null && row.embedding_version !== null)
+    t.same(await queuedPurges(), [{ tags: [`p-${await pageId('/crm/vets/boston')}`, 't-index', 't-sitemap'], paths: [], soft: true }], 'a retitled page: its own purge, no 404s')
   })
 
-  t.test('variants: a new variant wins its segment only; other segments keep their cache', async (t) => {
+  t.test('variants belong to a page or a vertical: validated, scoped, invalidated and purged with their page', async (t) => {
     await app.inject({ url: '/crm', headers: { 'x-segment': 'smb' } })
-    await app.inject({ url: '/crm', headers: { 'x-segment': 'enterprise' } })
-    const bad = await app.inject({ method: 'POST', url: '/admin/variants', headers: auth, payload: { variants: [{ key: 'x', segment: 'martians', headline: 'Hi', cta_url: 'javascript:alert(1)' }] } })
+    const payroll = await app.inject({ url: '/payroll', headers: { 'x-segment': 'smb' } })
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/admin/variants',
+      headers: auth,
+      payload: {
+        variants: [
+          { key: 'x', segment: 'martians', headline: 'Hi', cta_url: 'javascript:alert(1)', page: '/crm' },
+          { key: 'y', segment: 'smb', headline: 'No scope' },
+          { key: 'z', segment: 'smb', headline: 'Two scopes', page: '/crm', vertical: 'crm' },
+          { key: 'w', segment: 'smb', headline: 'Bad path', page: 'crm' },
+        ],
+      },
+    })
     t.equal(bad.statusCode, 400)
     t.same(bad.json().details, [
       { record: 0, field: 'segment', message: 'is not a known segment (known: developer, enterprise, general, smb)' },
       { record: 0, field: 'cta_url', message: 'must be a path on this site (/signup) or an absolute https URL' },
+      { record: 1, field: 'page', message: 'is required: give the landing page this variant belongs to ("page": "/crm"), or "vertical" for copy shared by a vertical\'s landing pages' },
+      { record: 2, field: 'vertical', message: 'give "page" or "vertical", not both: a variant belongs to one landing page or to one vertical' },
+      { record: 3, field: 'page', message: 'must be the canonical path of a landing page, such as /crm' },
     ])
+    const unknownScope = await app.inject({
+      method: 'POST',
+      url: '/admin/variants',
+      headers: auth,
+      payload: {
+        variants: [
+          { key: 'ok-1', segment: 'smb', headline: 'Fine', page: '/crm' },
+          { key: 'u-1', segment: 'smb', headline: 'Unknown page', page: '/no-such-page' },
+          { key: 'u-2', segment: 'smb', headline: 'SEO page', page: '/crm/dentists/austin' },
+          { key: 'u-3', segment: 'smb', headline: 'Unknown vertical', vertical: 'bakeries' },
+        ],
+      },
+    })
+    t.equal(unknownScope.statusCode, 400)
+    t.same(unknownScope.json().details, [
+      { record: 1, field: 'page', message: 'no page has the path /no-such-page: ingest the landing page first (or give "vertical")' },
+      { record: 2, field: 'page', message: '/crm/dentists/austin is an SEO page; variants belong to landing pages' },
+      { record: 3, field: 'vertical', message: 'no landing page has the vertical "bakeries": ingest a landing page of that vertical first' },
+    ])
+    t.same(await db.selectFrom('content_variants').select('id').where('variant_key', 'in', ['ok-1', 'u-1', 'u-2', 'u-3']).execute(), [], 'nothing written')
+    t.same(await queuedPurges(), [], 'nothing purged')
+
     const variant = {
       key: 'smb-crm-spring',
       segment: 'smb',
+      page: '/crm',
       headline: 'Spring offer: CRM customer relationship management software, track every lead and close more deals',
       subhead: 'Half price for three months.',
       features: ['Lead tracking', 'Deal pipeline'],
@@ -121,23 +177,56 @@ t.test('the admin API', async (t) => {
     }
     const res = await app.inject({ method: 'POST', url: '/admin/variants', headers: auth, payload: { variants: [variant] } })
     t.equal(res.statusCode, 200, res.body)
-    t.match(res.json(), { received: 1, inserted: 1, embedded: 1 })
+    t.match(res.json(), { received: 1, inserted: 1, embedded: 1, queued: 1 })
+    t.same(await queuedPurges(), [{ tags: [`p-${await pageId('/crm')}`], paths: [], soft: true }], 'its page is purged at the CDN, in every segment')
     const smb = await app.inject({ url: '/crm', headers: { 'x-segment': 'smb' } })
     t.equal(smb.headers['x-cache'], 'MISS')
     t.match(smb.body, 'Spring offer', 'the nearer new variant is chosen for smb')
-    const enterprise = await app.inject({ url: '/crm', headers: { 'x-segment': 'enterprise' } })
-    t.equal(enterprise.headers['x-cache'], 'HIT-L1', 'enterprise entry untouched')
-    t.notMatch(enterprise.body, 'Spring offer')
+    const otherPage = await app.inject({ url: '/payroll', headers: { 'x-segment': 'smb' } })
+    t.equal(otherPage.headers['x-cache'], 'HIT-L1', 'another page is untouched')
+    t.equal(otherPage.body, payroll.body, 'and never shows /crm\'s variant')
 
     const same = await app.inject({ method: 'POST', url: '/admin/variants', headers: auth, payload: { variants: [{ ...variant, subhead: 'Now 60% off.' }] } })
     t.match(same.json(), { updated: 1, embedded: 0 }, 'copy change with the same embedded text keeps the vector')
     t.match((await app.inject({ url: '/crm', headers: { 'x-segment': 'smb' } })).body, 'Now 60% off.')
+    await queuedPurges()
+
+    // Moved to another page: both pages change.
+    const moved = await app.inject({ method: 'POST', url: '/admin/variants', headers: auth, payload: { variants: [{ ...variant, subhead: 'Now 60% off.', page: '/helpdesk' }] } })
+    t.match(moved.json(), { updated: 1, embedded: 0 })
+    t.same(await queuedPurges(), [{ tags: [`p-${await pageId('/crm')}`, `p-${await pageId('/helpdesk')}`].sort(), paths: [], soft: true }], 'the page it left and the page it joined')
+    t.notMatch((await app.inject({ url: '/crm', headers: { 'x-segment': 'smb' } })).body, 'Spring offer')
   })
 
-  t.test('segments can be added, and a variant for them is then accepted', async (t) => {
+  t.test('a new segment: every instance learns it, per-segment pages are invalidated and purged, and a page shows only its own or its vertical\'s variant', async (t) => {
     const res = await app.inject({ method: 'POST', url: '/admin/segments', headers: auth, payload: { segments: [{ slug: 'agency', utm_sources: ['Partner'] }] } })
     t.equal(res.statusCode, 200)
-    t.equal((await app.inject({ url: '/crm', headers: { 'x-segment': 'agency' } })).headers['x-segment'], 'agency')
+    t.match(res.json(), { received: 1, upserted: 1, queued: 1 })
+    t.same(await queuedPurges(), [{ tags: ['s-agency', 's-developer', 's-enterprise', 's-general', 's-smb'], paths: [], soft: true }], 'every per-segment rendering at the CDN')
+    const described = await app.inject({ method: 'POST', url: '/admin/segments', headers: auth, payload: { segments: [{ slug: 'agency', description: 'Agencies', utm_sources: ['partner'] }] } })
+    t.match(described.json(), { queued: 0, invalidated: 0 }, 'a description changes no page')
+
+    const crm = await app.inject({ url: '/crm', headers: { 'x-segment': 'agency' } })
+    t.equal(crm.headers['x-segment'], 'agency')
+    t.notMatch(crm.body, /data-variant=/, 'no agency variant in /crm\'s scope: its own content, not another product\'s variant')
+    t.match(crm.body, 'Our customer relationship management software')
+
+    const scoped = await app.inject({
+      method: 'POST',
+      url: '/admin/variants',
+      headers: auth,
+      payload: {
+        variants: [
+          { key: 'agency-payroll', segment: 'agency', page: '/payroll', headline: 'Payroll for agencies and their contractors' },
+          { key: 'agency-helpdesk-vertical', segment: 'agency', vertical: 'helpdesk', headline: 'Help desk for agencies, one inbox per client' },
+        ],
+      },
+    })
+    t.equal(scoped.statusCode, 200, scoped.body)
+    t.match((await app.inject({ url: '/payroll', headers: { 'x-segment': 'agency' } })).body, 'Payroll for agencies', 'its own page')
+    t.match((await app.inject({ url: '/helpdesk', headers: { 'x-segment': 'agency' } })).body, 'Help desk for agencies', 'its vertical\'s landing page')
+    t.notMatch((await app.inject({ url: '/crm', headers: { 'x-segment': 'agency' } })).body, /agencies/i, 'never another page\'s or vertical\'s')
+
     const bad = await app.inject({ method: 'POST', url: '/admin/segments', headers: auth, payload: { segments: [{ slug: 'A B', is_default: 'yes' }] } })
     t.equal(bad.statusCode, 400)
     t.equal(bad.json().details.length, 2)

@@ -61,9 +61,9 @@ t.test('a page response carries the whole contract', async (t) => {
   const first = await app.inject({ url: seoPath })
   t.equal(first.headers['x-cache'], 'MISS')
   t.equal(first.headers['content-type'], 'text/html; charset=utf-8')
-  t.equal(first.headers.vary, 'X-Segment')
-  t.equal(first.headers['x-segment'], 'general')
-  t.equal(first.headers['surrogate-key'], `p-${page.id} s-general v-${page.vertical} t-seo`)
+  t.notOk('vary' in first.headers, 'an SEO page is the same for every segment: no Vary, one CDN object')
+  t.notOk('x-segment' in first.headers)
+  t.equal(first.headers['surrogate-key'], `p-${page.id} v-${page.vertical} t-seo`, 'no segment tag')
   t.match(first.headers.etag, /^"[A-Za-z0-9_-]{27}"$/, 'strong ETag')
   t.equal(first.headers['last-modified'], new Date(Math.floor(page.updated_at.getTime() / 1000) * 1000).toUTCString())
   t.notOk('set-cookie' in first.headers, 'no Set-Cookie on a public response')
@@ -165,10 +165,13 @@ t.test('unknown paths: a 404 page cached briefly', async (t) => {
 
 t.test('segments: each gets its own variant and its own cache entry', async (t) => {
   const bodies = new Map<string, string>()
+  const payroll = await db.selectFrom('pages').select('id').where('path', '=', '/payroll').executeTakeFirstOrThrow()
   for (const segment of ['general', 'enterprise', 'smb', 'developer']) {
     const res = await app.inject({ url: '/payroll', headers: { 'x-segment': segment } })
     t.equal(res.statusCode, 200)
     t.equal(res.headers['x-segment'], segment)
+    t.equal(res.headers.vary, 'X-Segment', 'a landing page with variants varies by segment')
+    t.equal(res.headers['surrogate-key'], `p-${payroll.id} s-${segment} v-payroll t-landing`)
     t.match(res.body, `data-segment="${segment}"`, `${segment} gets its own variant`)
     t.match(res.body, /Payroll/, `${segment}: the payroll variant, nearest to the page intent`)
     t.match(res.headers['cache-control'], /^public/)
@@ -189,6 +192,32 @@ t.test('segments: each gets its own variant and its own cache entry', async (t) 
   t.equal(viaCookie.body, bodies.get('developer'))
   t.equal(viaCookie.headers['cache-control'], 'private, max-age=60', 'a cookie-chosen variant is never stored by a shared cache')
   t.notOk('cdn-cache-control' in viaCookie.headers)
+})
+
+t.test('a page that is the same for every segment is one entry: one render for four segments, public whatever chose the segment', async (t) => {
+  const renders = () => metricValue(app, 'variant_origin_renders_total', { outcome: 'ok' })
+  const landing = await db
+    .insertInto('pages')
+    .values({ path: '/no-variants', kind: 'landing', title: 'Plain landing page', canonical_url: 'https://www.example.test/no-variants', body_html: '<p>Same for all</p>', intent_text: '', vertical: 'nothing-here', template: 'landing', updated_at: new Date() })
+    .returning('id')
+    .executeTakeFirstOrThrow()
+  for (const path of [seoPath, '/no-variants', '/']) {
+    await app.pages.invalidatePaths([path])
+    const before = await renders()
+    const answers = []
+    for (const headers of [{ 'x-segment': 'general' }, { 'x-segment': 'enterprise' }, { cookie: 'user_segment=smb' }, {}]) answers.push(await app.inject({ url: path, headers }))
+    t.equal((await renders()) - before, 1, `${path}: one render for four segments`)
+    t.same(answers.map((a) => a.headers['x-cache']), ['MISS', 'HIT-L1', 'HIT-L1', 'HIT-L1'], `${path}: the first segment's render serves the others`)
+    t.equal(new Set(answers.map((a) => a.body)).size, 1, `${path}: the same bytes`)
+    for (const answer of answers) {
+      t.notOk('vary' in answer.headers || 'x-segment' in answer.headers, `${path}: no Vary, no X-Segment`)
+      t.notMatch(String(answer.headers['surrogate-key']), /\bs-/, `${path}: no segment tag`)
+      t.match(answer.headers['cache-control'], /^public/, `${path}: a cookie-chosen segment does not make it private: its bytes do not depend on it`)
+    }
+  }
+  t.match((await app.inject({ url: '/no-variants' })).body, 'Same for all', 'a landing page with no variant in scope shows its own content')
+  await db.deleteFrom('pages').where('id', '=', landing.id).execute()
+  await app.pages.invalidatePaths(['/no-variants'])
 })
 
 t.test('hostile page content is escaped end to end', async (t) => {
