@@ -145,7 +145,7 @@ await Promise.all(Array.from({ length: 500 }, () => fetch(`${originUrl}/helpdesk
 const soloRenders = (await renders(origin.child)) - beforeSolo
 
 // Cold misses with 10,000 variants: every request is a (landing page, segment) pair never served
-// before, so each one renders: page row, nearest variant within the segment (HNSW), template.
+// before, so each one renders: page row, nearest variant of the segment within the page's own, template.
 const COLD_VARIANTS = Number(process.env.BENCH_COLD_VARIANTS ?? 10_000)
 const COLD_PAGES = 1_000
 const ADMIN = 'bench-admin-token-0123456789'
@@ -158,15 +158,16 @@ const post = async (path: string, body: object): Promise<void> => {
   if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
 }
 const loadStarted = Date.now()
+await post('/admin/pages', { pages: Array.from({ length: COLD_PAGES }, (_, n) => ({ path: `/bench/lp-${n}`, kind: 'landing', title: `Landing ${n}`, intent_text: `${words[n % 12]} ${words[(n * 3) % 12]} software for ${words[(n * 11) % 12]}` })) })
 for (let i = 0; i < COLD_VARIANTS; i += 2000) {
   await post('/admin/variants', {
     variants: Array.from({ length: Math.min(2000, COLD_VARIANTS - i) }, (_, k) => {
       const n = i + k
-      return { key: `bench-${n}`, segment: segmentsList[n % 4], headline: `Handle ${words[n % 12]} and ${words[(n * 7) % 12]} for ${words[(n * 5) % 12]} teams, plan ${n}` }
+      // Ten variants per landing page, two or three per segment: the nearest of them is chosen.
+      return { key: `bench-${n}`, segment: segmentsList[n % 4], page: `/bench/lp-${Math.floor(n / 4) % COLD_PAGES}`, headline: `Handle ${words[n % 12]} and ${words[(n * 7) % 12]} for ${words[(n * 5) % 12]} teams, plan ${n}` }
     }),
   })
 }
-await post('/admin/pages', { pages: Array.from({ length: COLD_PAGES }, (_, n) => ({ path: `/bench/lp-${n}`, kind: 'landing', title: `Landing ${n}`, intent_text: `${words[n % 12]} ${words[(n * 3) % 12]} software for ${words[(n * 11) % 12]}` })) })
 const loadSeconds = (Date.now() - loadStarted) / 1000
 let coldCounter = 0
 const coldResult = await autocannon({

@@ -57,8 +57,15 @@ async function eventsPlugin(app: FastifyInstance): Promise<void> {
           maxLen: config.eventsStreamMaxLen,
         },
       })
-      consumer.start()
-      app.log.info({ consumerName, stream: keys.stream }, 'engagement consumer started')
+      // Reading before the connection is up fails ("Stream isn't writeable": no offline queue, by design),
+      // so the consumer starts on the connection's first ready, whenever Redis comes up.
+      const started = consumer
+      const start = (): void => {
+        started.start()
+        app.log.info({ consumerName, stream: keys.stream }, 'engagement consumer started')
+      }
+      if (connection.status === 'ready') start()
+      else connection.once('ready', start)
     })
     app.addHook('onClose', async () => {
       if (consumer === undefined) return

@@ -148,3 +148,19 @@ t.test('concurrent lookups of one key share one Redis read; an invalidation spli
   t.not(first.hit!.response, second.hit!.response, 'two reads')
   t.equal(app.pageCache.peekLocal(key)?.response, second.hit!.response, 'L1 holds what the read after the purge got')
 })
+
+t.test('an entry rendered under other header settings is never served: CDN_FLAVOUR switched against the same Redis', async (t) => {
+  const generic = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-flavour:', CDN_FLAVOUR: 'generic' })
+  const path = '/payroll/gyms/boston'
+  const first = await generic.inject({ url: path })
+  t.ok(first.headers['surrogate-key'], 'generic: Surrogate-Key')
+  t.equal((await generic.inject({ url: path })).headers['x-cache'], 'HIT-L1')
+  const varnish = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-flavour:', CDN_FLAVOUR: 'varnish', DATABASE_URL: generic.database.connectionString, DB_POOL_MAX: '1' })
+  const switched = await varnish.inject({ url: path })
+  t.equal(switched.headers['x-cache'], 'MISS', 'not the generic entry from L2')
+  t.equal(switched.headers.xkey, first.headers['surrogate-key'], 'the tags in the header Varnish purges by')
+  t.notOk('surrogate-key' in switched.headers)
+  t.not(varnish.pages.generation, generic.pages.generation, 'the settings are part of every key')
+  const sameSettings = await buildTestApp(t, { ...shared, REDIS_KEY_PREFIX: 'vo-tier-flavour:', CDN_FLAVOUR: 'varnish', DATABASE_URL: generic.database.connectionString, DB_POOL_MAX: '1' })
+  t.equal((await sameSettings.inject({ url: path })).headers['x-cache'], 'HIT-L2', 'instances configured alike still share entries')
+})

@@ -21,7 +21,7 @@ const good = [
   { type: 'segment', slug: 'general', is_default: true },
   { type: 'segment', slug: 'enterprise', utm_sources: ['linkedin'] },
   ...Array.from({ length: 25 }, (_, i) => ({ type: 'page', path: `/docs/page-${i}`, kind: i === 0 ? 'landing' : 'seo', title: `Page ${i}`, intent_text: `documentation page ${i} about invoices` })),
-  ...Array.from({ length: 12 }, (_, i) => ({ type: 'variant', key: `cli-${i}`, segment: i % 2 === 0 ? 'general' : 'enterprise', headline: `Invoices made easy, take ${i}` })),
+  ...Array.from({ length: 12 }, (_, i) => ({ type: 'variant', key: `cli-${i}`, segment: i % 2 === 0 ? 'general' : 'enterprise', page: '/docs/page-0', headline: `Invoices made easy, take ${i}` })),
 ]
 
 t.test('a bad file: every problem with its line number, exit 1, nothing written', async (t) => {
