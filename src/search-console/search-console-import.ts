@@ -1,6 +1,7 @@
 // Applies one Search Console import: validated rows become crawl weights with ONE set-based UPDATE
 // (unnest of the batch), pages the import does not mention decay toward a floor, and every touched
-// page gets a history row, all in one transaction. Cache eviction is the caller's, after the commit.
+// page gets a history row, all in one transaction. An import that matches no page is refused (it would
+// only decay every page). Cache eviction is the caller's, after the commit.
 
 import { type Kysely, sql } from 'kysely'
 import type { Database, PurgeTarget, SearchConsoleSource } from '../db/schema.ts'
@@ -22,6 +23,8 @@ export interface ImportSettings {
   crawlWeightDecay: number
   crawlWeightFloor: number
   purgeTargets: readonly PurgeTarget[]
+  /** Named in the refusal of an import that matches no page. */
+  publicBaseUrl: string
 }
 
 export interface ImportResult {
@@ -43,6 +46,8 @@ export interface ImportResult {
 /** Paths per outbox row, so one CDN request stays within what the adapters batch. */
 const PATHS_PER_PURGE = 1_000
 const UNKNOWN_SAMPLE = 20
+/** Unknown URLs quoted in the refusal of an import that matches no page. */
+const UNKNOWN_IN_REFUSAL = 5
 
 function fail(problems: Problem[]): never {
   throw validationError('Search Console', problems)
@@ -72,6 +77,26 @@ export async function applySearchConsoleImport(db: Kysely<Database>, input: Sear
   const weights = pages.map((p) => crawlWeightFromSearch(p.clicks, p.impressions))
 
   return db.transaction().execute(async (trx) => {
+    // Lock the imported pages first, in a statement of their own (in id order, so two imports take them
+    // in the same order): a locking read inside the UPDATE's statement would skip the rows that UPDATE
+    // changes (PostgreSQL does not lock rows modified by the same command), losing them from `matched`,
+    // hence from the history, the eviction and the count. The next statement's snapshot is taken with
+    // these locks held, so its weight_before is the weight it replaces.
+    const locked = await sql<{ id: number }>`SELECT id FROM pages WHERE path = ANY(${paths}::text[]) ORDER BY id FOR UPDATE`.execute(trx)
+    if (locked.rows.length === 0) {
+      const sample = input.rows.slice(0, UNKNOWN_IN_REFUSAL).map((r) => JSON.stringify(r.url.slice(0, 200)))
+      const more = input.rows.length > sample.length ? `, ... (${input.rows.length} in all)` : ''
+      fail([
+        {
+          record: -1,
+          field: 'rows',
+          message:
+            "no row's URL matched a page (an import that matches none would only decay every page). Rows match pages by URL path: " +
+            `the URLs must be this site's pages, under PUBLIC_BASE_URL (${settings.publicBaseUrl}). Unknown: ${sample.join(', ')}${more}`,
+        },
+      ])
+    }
+
     const { id: importId } = await trx
       .insertInto('search_console_imports')
       .values({ source: input.source, start_date: input.startDate, end_date: input.endDate, rows_received: input.rows.length })
@@ -79,7 +104,7 @@ export async function applySearchConsoleImport(db: Kysely<Database>, input: Sear
       .executeTakeFirstOrThrow()
 
     // The batch: one UPDATE ... FROM unnest(...). `matched` reads the weights before it (every CTE of
-    // one statement sees the same snapshot), locked so weight_before is the value the UPDATE replaced.
+    // one statement sees the same snapshot; the rows are locked above, so nothing changed them since).
     const applied = await sql<{ path: string; changed: boolean }>`
       WITH u AS (
         SELECT * FROM unnest(
@@ -90,7 +115,6 @@ export async function applySearchConsoleImport(db: Kysely<Database>, input: Sear
       matched AS (
         SELECT p.id, p.path, p.crawl_weight AS weight_before, u.clicks, u.impressions, u.ctr, u.position, u.weight
         FROM pages p JOIN u ON u.path = p.path
-        FOR UPDATE OF p
       ),
       updated AS (
         UPDATE pages p SET crawl_weight = u.weight
