@@ -21,6 +21,7 @@ import redisPlugin from './plugins/redis.ts'
 import requestTelemetryPlugin, { requestIdGenerator } from './plugins/request-telemetry.ts'
 import segmentsPlugin from './plugins/segments.ts'
 import adminRoutes from './routes/admin.ts'
+import cdnConfigRoutes from './routes/cdn-config.ts'
 import eventRoutes from './routes/events.ts'
 import healthRoutes from './routes/health.ts'
 import metricsRoutes from './routes/metrics.ts'
@@ -91,6 +92,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(metricsRoutes)
   await app.register(openapiRoutes)
   await app.register(adminRoutes)
+  await app.register(cdnConfigRoutes)
   await app.register(searchConsoleRoutes)
   await app.register(sitemapRoutes)
   await app.register(eventRoutes)

@@ -156,7 +156,13 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         summary: 'Ingest content variants (validated as a batch, embedded, upserted)',
         security: ADMIN_SECURITY,
-        body: Type.Object({ variants: Type.Array(Type.Unknown(), { maxItems: MAX_RECORDS_PER_REQUEST }) }),
+        body: Type.Object({
+          variants: Type.Array(Type.Unknown(), {
+            maxItems: MAX_RECORDS_PER_REQUEST,
+            description:
+              'records {key, segment, page | vertical, headline, subhead, features, cta_label, cta_url, social_proof, metadata, text}: each belongs to one landing page (page: its path) or to one vertical (vertical: its slug), exactly one of the two',
+          }),
+        }),
         response: { 200: IngestSummary },
       },
     },

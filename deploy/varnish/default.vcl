@@ -1,5 +1,10 @@
 vcl 4.1;
 
+# GENERATED from the segments table by `npm run cdn:config -- --flavour varnish` (the origin
+# serves the same at GET /admin/cdn/varnish.vcl); the template is src/cdn/varnish-vcl.ts. Do not
+# edit this file by hand: change the segments or the template, and generate it again.
+# Segments: developer, enterprise, general (default), smb.
+#
 # variant-origin's local CDN: Varnish 7.1+ with xkey from varnish-modules (the official `varnish`
 # image ships it). It mirrors the origin's request rules so that the edge and the origin agree on
 # one cache key per page and segment:
@@ -10,7 +15,8 @@ vcl 4.1;
 #     stale-while-revalidate and stale-if-error (src/http/cache-policy.ts);
 #   - purges: `PURGE /` with `xkey-purge: <tags>` or `xkey-softpurge: <tags>`, and `PURGE <path>`,
 #     exactly what the origin's VarnishAdapter sends (src/purge/cdn-adapters.ts).
-# test/deploy/varnish.test.ts runs this file in a real varnishd and checks each of these.
+# test/integration/deploy/varnish.test.ts runs the generated file in a real varnishd and checks each of
+# these, with a segment added at run time.
 
 import std;
 import xkey;
@@ -91,12 +97,12 @@ sub vcl_recv {
     return (hash);
 }
 
-# The ALLOWLIST of segments (the demo site's: src/demo/demo-site.ts DEMO_SEGMENTS). Anything else is
-# the default segment, `general`, so a made-up value can never create a cache entry. Keep this list
-# and the segments table in step (test/deploy/varnish.test.ts compares it with DEMO_SEGMENTS).
+# The ALLOWLIST of segments: every slug in the segments table. Anything else is the default segment,
+# `general`, so a made-up value can never create a cache entry. Generated with the utm rules below
+# from the segments table (`npm run cdn:config -- --flavour varnish`): do not edit by hand.
 sub vo_resolve_segment {
     set req.http.x-vo-segment-source = "default";
-    if (req.http.X-Segment ~ "(?i)^\s*(general|enterprise|smb|developer)\s*$") {
+    if (req.http.X-Segment ~ "(?i)^\s*(developer|enterprise|general|smb)\s*$") {
         set req.http.x-vo-segment-source = "header";
         set req.http.X-Segment = std.tolower(regsub(req.http.X-Segment, "^\s*(\S+)\s*$", "\1"));
         return;
@@ -104,7 +110,7 @@ sub vo_resolve_segment {
     if (req.http.Cookie ~ "(^|;)\s*user_segment\s*=") {
         # The first user_segment cookie counts, as at the origin; quotes around the value are dropped.
         set req.http.x-vo-cookie-segment = regsub(req.http.Cookie, {"^(?:[^;]*;)*?\s*user_segment\s*=\s*"?([^;"]*)"?\s*(?:;.*)?$"}, "\1");
-        if (req.http.x-vo-cookie-segment ~ "(?i)^\s*(general|enterprise|smb|developer)\s*$") {
+        if (req.http.x-vo-cookie-segment ~ "(?i)^\s*(developer|enterprise|general|smb)\s*$") {
             set req.http.x-vo-segment-source = "cookie";
             set req.http.X-Segment = std.tolower(regsub(req.http.x-vo-cookie-segment, "^\s*(\S+)\s*$", "\1"));
             unset req.http.x-vo-cookie-segment;
@@ -113,16 +119,16 @@ sub vo_resolve_segment {
         unset req.http.x-vo-cookie-segment;
     }
     if (req.url ~ "[?&]utm_source=") {
-        # The first utm_source counts. The rules: DEMO_SEGMENTS utm_sources.
+        # The first utm_source counts. The rules: the segments' utm_sources, as the origin reads them.
         set req.http.x-vo-utm = std.tolower(regsub(req.url, "^[^?]*\?(?:[^&]*&)*?utm_source=([^&#]*).*$", "\1"));
-        if (req.http.x-vo-utm ~ "^\s*linkedin\s*$") {
+        if (req.http.x-vo-utm ~ "^\s*(github|hackernews)\s*$") {
+            set req.http.X-Segment = "developer";
+            set req.http.x-vo-segment-source = "utm";
+        } elsif (req.http.x-vo-utm ~ "^\s*(linkedin)\s*$") {
             set req.http.X-Segment = "enterprise";
             set req.http.x-vo-segment-source = "utm";
-        } elsif (req.http.x-vo-utm ~ "^\s*(google|bing)\s*$") {
+        } elsif (req.http.x-vo-utm ~ "^\s*(bing|google)\s*$") {
             set req.http.X-Segment = "smb";
-            set req.http.x-vo-segment-source = "utm";
-        } elsif (req.http.x-vo-utm ~ "^\s*(github|hackernews)\s*$") {
-            set req.http.X-Segment = "developer";
             set req.http.x-vo-segment-source = "utm";
         }
         unset req.http.x-vo-utm;

@@ -1,5 +1,5 @@
-// `--url`: the CLIs that can hand their work to a running origin post it to its admin API with
-// ADMIN_TOKEN, and fail with the origin's own answer (status and body) when it refuses.
+// `--url`: the CLIs that can hand their work to a running origin send it to (or read it from) its
+// admin API with ADMIN_TOKEN, and fail with the origin's own answer (status and body) when it refuses.
 
 /** The token `--url` needs; a command that will post checks it before it reads its input. */
 export function requireAdminToken(adminToken: string | undefined): string {
@@ -18,4 +18,13 @@ export async function postToOrigin(baseUrl: string, adminToken: string | undefin
   const text = await response.text()
   if (!response.ok) throw new Error(`${response.status} from ${path}: ${text}`)
   return JSON.parse(text) as Record<string, unknown>
+}
+
+/** GETs `path` from the origin at `baseUrl` with the admin token; the body as text, or an error naming status and body. */
+export async function getFromOrigin(baseUrl: string, adminToken: string | undefined, path: string): Promise<string> {
+  requireAdminToken(adminToken)
+  const response = await fetch(new URL(path, baseUrl), { headers: { authorization: `Bearer ${adminToken}` } })
+  const text = await response.text()
+  if (!response.ok) throw new Error(`${response.status} from ${path}: ${text}`)
+  return text
 }

@@ -1,6 +1,7 @@
 // A private varnishd running the project's VCL (deploy/varnish/default.vcl) in front of a test origin:
 // its own work directory and port, killed at teardown. The VCL is copied with the backend's two
-// lines rewritten, so the committed file keeps pointing at the compose service `origin:3000`.
+// lines rewritten, so the committed file keeps pointing at the compose service `origin:3000`; a VCL
+// generated at run time (GET /admin/cdn/varnish.vcl) is loaded the same way by loadVcl.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -36,6 +37,11 @@ export interface Varnish {
   vclFile: string
   /** Runs varnishadm against this instance. */
   adm(...args: string[]): string
+  /**
+   * Compiles `vcl` (a generated one, say) with its backend lines rewritten to the test origin, loads it
+   * as `name` and makes it the active VCL. The VCL varnishd started with is `boot`.
+   */
+  loadVcl(name: string, vcl: string): Promise<void>
   close(): Promise<void>
 }
 
@@ -94,10 +100,18 @@ export async function startVarnish(varnishd: string, backend: { host: string; po
     throw err
   }
   const varnishadm = path.join(path.dirname(varnishd).replace(/sbin$/, 'bin'), 'varnishadm')
-  const adm = (...args: string[]): string => {
-    const result = spawnSync(existsSync(varnishadm) ? varnishadm : 'varnishadm', ['-n', instance, ...args], { encoding: 'utf8', timeout: 10_000 })
+  const varnishadmFor = (timeoutSeconds: number, args: string[]): string => {
+    const result = spawnSync(existsSync(varnishadm) ? varnishadm : 'varnishadm', ['-n', instance, '-t', String(timeoutSeconds), ...args], { encoding: 'utf8', timeout: (timeoutSeconds + 5) * 1000 })
     if (result.status !== 0) throw new Error(`varnishadm ${args.join(' ')}: ${result.stderr}${result.stdout}`)
     return result.stdout
   }
-  return { url, port, workdir, vclFile, adm, close }
+  const adm = (...args: string[]): string => varnishadmFor(5, args)
+  const loadVcl = async (name: string, vcl: string): Promise<void> => {
+    const file = path.join(workdir, `${name}.vcl`)
+    await writeFile(file, vclFor(vcl, backend.host, backend.port), { mode: 0o644 })
+    // vcl.load compiles the VCL to C and builds it: slow on a busy machine, as varnishd -C is.
+    varnishadmFor(60, ['vcl.load', name, file])
+    adm('vcl.use', name)
+  }
+  return { url, port, workdir, vclFile, adm, loadVcl, close }
 }

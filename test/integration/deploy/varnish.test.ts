@@ -1,4 +1,5 @@
-// The project's VCL in a real varnishd in front of the real origin: edge hits, segments kept apart,
+// The project's VCL in a real varnishd in front of the real origin: edge hits, segments kept apart, a
+// segment added through the admin API honoured by the VCL generated for it (GET /admin/cdn/varnish.vcl),
 // tracking parameters out of the key, purges by tag and path through the origin's outbox, TTLs that
 // follow the crawl weight, and grace covering an origin that is down.
 
@@ -43,6 +44,8 @@ function request(baseUrl: string, path: string, options: { method?: string; head
 
 /** X-Varnish holds the request's id, plus the id of the request that stored the object on a hit. */
 const varnishIds = (reply: Reply): number => String(reply.headers['x-varnish'] ?? '').split(' ').filter((id) => id !== '').length
+/** Which cached object a hit was served from (the second X-Varnish id); undefined on a miss or pass. */
+const objectId = (reply: Reply): string | undefined => String(reply.headers['x-varnish'] ?? '').split(' ')[1]
 
 /** Generous bounds: they only matter on a machine too busy to answer quickly, never on a pass. */
 const until = (what: string, check: () => boolean | Promise<boolean>) => waitUntil(what, check, { timeoutMs: 30_000 })
@@ -85,14 +88,23 @@ async function runVarnishTests(varnishd: string): Promise<void> {
   t.teardown(() => varnish.close())
   const get = (path: string, headers: Record<string, string> = {}): Promise<Reply> => request(varnish.url, path, { headers })
 
-  /** The admin API's purge, then until the outbox has delivered it to varnishd. */
-  async function purge(body: { paths?: string[]; tags?: string[]; soft?: boolean }): Promise<void> {
-    const response = await app.inject({ method: 'POST', url: '/admin/purge', headers: { authorization: `Bearer ${TOKEN}` }, payload: body })
-    if (response.statusCode !== 202 || response.json().queued !== 1) throw new Error(`purge not queued: ${response.statusCode} ${response.body}`)
+  /** Until the outbox has delivered every queued purge to varnishd. */
+  async function purgesDelivered(): Promise<void> {
     await until('the purge outbox to deliver to varnishd', async () => (await outboxDepth(app.database.db)) === 0)
     const failed = await app.database.db.selectFrom('purge_outbox').select(['status', 'last_error']).where('status', '!=', 'done').execute()
     if (failed.length > 0) throw new Error(`purge not delivered: ${JSON.stringify(failed)}`)
   }
+
+  /** The admin API's purge, then until the outbox has delivered it to varnishd. */
+  async function purge(body: { paths?: string[]; tags?: string[]; soft?: boolean }): Promise<void> {
+    const response = await app.inject({ method: 'POST', url: '/admin/purge', headers: { authorization: `Bearer ${TOKEN}` }, payload: body })
+    if (response.statusCode !== 202 || response.json().queued !== 1) throw new Error(`purge not queued: ${response.statusCode} ${response.body}`)
+    await purgesDelivered()
+  }
+
+  // The ingest above queued soft purges for a varnishd that was not running yet: delivered late, they
+  // would mark pages the tests below just cached as stale.
+  await purgesDelivered()
 
   await t.test('the committed VCL compiles (varnishd -C) and only its backend lines are rewritten for the test', async (t) => {
     const committed = await readFile(VCL_PATH, 'utf8')
@@ -170,6 +182,69 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     t.notOk(cookieBeatsUtm.headers['set-cookie'])
     const unknownUtm = await get('/payroll?utm_source=myspace')
     t.equal(unknownUtm.headers['x-segment'], defaultSlug)
+    t.notOk(unknownUtm.headers['set-cookie'])
+  })
+
+  await t.test('a segment added at run time: the VCL from GET /admin/cdn/varnish.vcl, loaded into varnishd, honours it', async (t) => {
+    const admin = { authorization: `Bearer ${TOKEN}` }
+    const defaultSlug = DEMO_SEGMENTS.find((s) => s.is_default)!.slug
+    /** The id of the default segment's cached copy of /crm, once there is a fresh one. */
+    const defaultCopy = async (): Promise<string | undefined> => {
+      let hit: Reply | undefined
+      await until('a fresh default copy of /crm', async () => {
+        hit = await get('/crm')
+        return hit.headers['x-edge-cache'] === 'HIT'
+      })
+      return objectId(hit!)
+    }
+    const before = await defaultCopy()
+    t.equal(objectId(await get('/crm', { 'x-segment': 'partners' })), before, 'before: the committed VCL sends partners to the default copy')
+
+    const added = await app.inject({ method: 'POST', url: '/admin/segments', headers: admin, payload: { segments: [{ slug: 'partners', utm_sources: ['PartnerStack'] }] } })
+    t.equal(added.statusCode, 200, added.body)
+    // New resolution rules soft-purge every segment's copies: let that land before comparing copies.
+    await purgesDelivered()
+    const served = await app.inject({ url: '/admin/cdn/varnish.vcl', headers: admin })
+    t.equal(served.statusCode, 200)
+    t.match(served.headers['content-type'], /^text\/plain/)
+    t.equal(served.headers['cache-control'], 'no-store')
+    t.match(served.body, `(?i)^\\s*(developer|enterprise|general|partners|smb)\\s*$`, 'partners is in the allowlist')
+    t.equal((await app.inject({ url: '/admin/cdn/varnish.vcl' })).statusCode, 401, 'admin only')
+    await varnish.loadVcl('vo_partners', served.body)
+    t.teardown(() => {
+      // The rest of the file runs the committed VCL again; the probe of a discarded VCL stops with it.
+      varnish.adm('vcl.use', 'boot')
+      varnish.adm('vcl.discard', 'vo_partners')
+    })
+    t.match(varnish.adm('vcl.list'), /^active\b.*\bvo_partners\s*$/m, 'the generated VCL is the active one')
+    const generalCopy = await defaultCopy()
+
+    const byHeader = await get('/crm', { 'x-segment': ' Partners ' })
+    t.equal(byHeader.status, 200)
+    t.equal(byHeader.headers['x-edge-cache'], 'MISS', 'header: a copy of its own, not the default one')
+    // The origin names the segment it rendered on the pages that vary by segment.
+    if (byHeader.headers['x-segment'] !== undefined) t.equal(byHeader.headers['x-segment'], 'partners', 'the origin rendered partners')
+    const partnersCopy = objectId(await get('/crm', { 'x-segment': 'partners' }))
+    t.ok(partnersCopy !== undefined && partnersCopy !== generalCopy, 'the partners copy is not the default one')
+
+    const byCookie = await get('/crm', { cookie: 'theme=dark; user_segment=partners' })
+    t.equal(byCookie.headers['x-edge-cache'], 'HIT', 'cookie')
+    t.equal(objectId(byCookie), partnersCopy, 'cookie: the partners copy')
+    t.equal(byCookie.body, byHeader.body)
+
+    const byUtm = await get('/crm?utm_source=partnerstack&utm_medium=referral')
+    t.equal(byUtm.headers['x-edge-cache'], 'HIT', 'utm_source')
+    t.equal(objectId(byUtm), partnersCopy, 'utm_source=partnerstack: the partners copy')
+    t.same(byUtm.headers['set-cookie'], ['user_segment=partners; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly'], 'the edge resolved partners and keeps it for the browser')
+
+    const unknowns: Array<Record<string, string>> = [{ 'x-segment': 'resellers' }, { cookie: 'user_segment=resellers' }]
+    for (const headers of unknowns) {
+      const unknown = await get('/crm', headers)
+      t.equal(objectId(unknown), generalCopy, `${JSON.stringify(headers)} is still the default segment`)
+      if (unknown.headers['x-segment'] !== undefined) t.equal(unknown.headers['x-segment'], defaultSlug)
+    }
+    const unknownUtm = await get('/crm?utm_source=partnerstack2')
+    t.equal(objectId(unknownUtm), generalCopy, 'an unknown utm_source is the default segment')
     t.notOk(unknownUtm.headers['set-cookie'])
   })
 

@@ -44,23 +44,29 @@ t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify r
   t.equal(head.headers.get('content-length'), String(hitBody.length), 'HEAD carries the GET length')
   t.equal((await head.arrayBuffer()).byteLength, 0)
 
-  // The segment cookie makes the copy private on both paths.
-  const byCookie = await fetch(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
+  // A segment cookie changes nothing on a page that is the same for every segment: the same public hit.
+  const seoByCookie = await fetch(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
+  t.same(Buffer.from(await seoByCookie.arrayBuffer()), hitBody)
+  t.equal(seoByCookie.headers.get('x-cache'), 'HIT-L1', 'one entry for every segment')
+  t.equal(seoByCookie.headers.get('cache-control'), hit.headers.get('cache-control'), 'still public')
+  // On a page that differs by segment, the cookie-chosen copy is private on both paths.
+  const byCookie = await fetch(`${base}/crm`, { headers: { cookie: 'user_segment=smb' } })
   t.equal(byCookie.headers.get('x-cache'), 'MISS', 'the smb entry renders through Fastify')
   await byCookie.arrayBuffer()
-  const cookieHit = await fetch(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
+  const cookieHit = await fetch(`${base}/crm`, { headers: { cookie: 'user_segment=smb' } })
   await cookieHit.arrayBuffer()
+  t.equal(cookieHit.headers.get('x-cache'), 'HIT-L1')
   t.equal(cookieHit.headers.get('cache-control'), 'private, max-age=60')
   t.equal(cookieHit.headers.get('cdn-cache-control'), null)
-  t.same(responseHeaders(cookieHit.headers), responseHeaders((await app.inject({ url: PAGE, headers: { cookie: 'user_segment=smb' } })).headers))
-  t.equal(app.hitFastPath.served, 4)
+  t.same(responseHeaders(cookieHit.headers), responseHeaders((await app.inject({ url: '/crm', headers: { cookie: 'user_segment=smb' } })).headers))
+  t.equal(app.hitFastPath.served, 5)
 
   // Everything else is Fastify's: queries (utm rules, redirects), other methods, non-canonical paths.
   const utm = await fetch(`${base}${PAGE}?utm_source=linkedin`, { redirect: 'manual' })
   t.equal(utm.status, 301)
   t.equal((await fetch(`${base}${PAGE}`, { method: 'POST' })).status, 404)
   t.equal((await fetch(`${base}/CRM/Dentists/Austin`, { redirect: 'manual' })).status, 301)
-  t.equal(app.hitFastPath.served, 4)
+  t.equal(app.hitFastPath.served, 5)
   const before = (await app.inject({ url: '/metrics' })).body
   for (const path of ['/health/live', '/metrics', '/openapi.json', '/robots.txt', '/sitemap.xml', '/sitemaps/0.xml']) await (await fetch(`${base}${path}`)).arrayBuffer()
   const after = (await app.inject({ url: '/metrics' })).body
@@ -68,8 +74,8 @@ t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify r
   t.equal(l1Misses(after), l1Misses(before), 'other routes never touch the page cache')
 
   const scrape = (await app.inject({ url: '/metrics' })).body
-  t.match(scrape, /http_request_duration_seconds_count\{method="GET",route="\/\*",status_code="200",cache="HIT-L1"\} 4\n/, 'fast-path and Fastify-path hits land in one histogram series')
-  t.match(scrape, /variant_origin_cache_requests_total\{tier="l1",result="hit"\} 7\n/)
+  t.match(scrape, /http_request_duration_seconds_count\{method="GET",route="\/\*",status_code="200",cache="HIT-L1"\} 5\n/, 'fast-path and Fastify-path hits land in one histogram series')
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l1",result="hit"\} 8\n/)
 })
 
 t.test('while the app closes, Fastify answers (and says it is closing)', async (t) => {

@@ -15,12 +15,16 @@ t.test('/openapi.json: a valid OpenAPI 3.1 document of the admin and health APIs
   const paths = Object.keys(doc.paths)
   t.notOk(paths.includes('/*') || paths.includes('/'), 'page URLs are not an API')
   t.notOk(paths.includes('/metrics'))
-  const adminOperations = paths.filter((p) => p.startsWith('/admin/')).flatMap((p) => Object.values(doc.paths[p]) as Array<Record<string, unknown>>)
-  t.ok(adminOperations.length >= 5, `admin operations: ${paths.join(', ')}`)
+  const adminOperations = paths
+    .filter((p) => p.startsWith('/admin/'))
+    .flatMap((p) => Object.entries(doc.paths[p] as Record<string, Record<string, unknown>>).map(([method, operation]): Record<string, unknown> => ({ ...operation, method })))
+  t.ok(adminOperations.length >= 6, `admin operations: ${paths.join(', ')}`)
   for (const operation of adminOperations) {
     t.same(operation.security, [{ adminToken: [] }], `${String(operation.summary)} requires the token`)
-    t.ok(operation.requestBody !== undefined && (operation.responses as object) !== undefined, `${String(operation.summary)} documents body and responses`)
+    // A GET has no body to document: its answer is the point.
+    t.ok((operation.method === 'get' || operation.requestBody !== undefined) && (operation.responses as object) !== undefined, `${String(operation.summary)} documents body and responses`)
   }
+  t.same(Object.keys(doc.paths['/admin/cdn/varnish.vcl'].get.responses['200'].content), ['text/plain'], 'the generated VCL is documented as text')
   t.ok(doc.paths['/health/ready'].get.responses['503'], 'readiness documents its 503')
 })
 
@@ -28,4 +32,5 @@ t.test('without ADMIN_TOKEN the document lists no admin routes (they do not exis
   const app = await buildTestApp(t, { REDIS_URL: 'off' })
   const doc = (await app.inject({ url: '/openapi.json' })).json()
   t.same(Object.keys(doc.paths).filter((p: string) => p.startsWith('/admin/')), [])
+  t.equal((await app.inject({ url: '/admin/cdn/varnish.vcl' })).statusCode, 404, 'the generated VCL is admin-only too: no route, only the 404 page')
 })
