@@ -42,6 +42,8 @@ export interface Varnish {
    * as `name` and makes it the active VCL. The VCL varnishd started with is `boot`.
    */
   loadVcl(name: string, vcl: string): Promise<void>
+  /** varnishstat counters by name (MAIN.backend_req, MAIN.n_object, ...). */
+  stats(...names: string[]): Record<string, number>
   close(): Promise<void>
 }
 
@@ -113,5 +115,13 @@ export async function startVarnish(varnishd: string, backend: { host: string; po
     varnishadmFor(60, ['vcl.load', name, file])
     adm('vcl.use', name)
   }
-  return { url, port, workdir, vclFile, adm, loadVcl, close }
+  const varnishstat = path.join(path.dirname(varnishadm), 'varnishstat')
+  const stats = (...names: string[]): Record<string, number> => {
+    const result = spawnSync(existsSync(varnishstat) ? varnishstat : 'varnishstat', ['-n', instance, '-1', '-j', ...names.flatMap((n) => ['-f', n])], { encoding: 'utf8', timeout: 10_000 })
+    if (result.status !== 0) throw new Error(`varnishstat: ${result.stderr}`)
+    const parsed = JSON.parse(result.stdout) as { counters?: Record<string, { value: number }> } & Record<string, { value?: number }>
+    const counters = parsed.counters ?? parsed
+    return Object.fromEntries(names.map((n) => [n, Number(counters[n]?.value ?? NaN)]))
+  }
+  return { url, port, workdir, vclFile, adm, loadVcl, stats, close }
 }

@@ -102,6 +102,13 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     await purgesDelivered()
   }
 
+  /** A fresh copy at the edge (a HIT): earlier tests' soft purges may have left it stale, mid-refresh. */
+  async function freshAtEdge(path: string, headers: Record<string, string> = {}): Promise<Reply> {
+    let reply: Reply | undefined
+    await until(`a fresh ${path} at the edge`, async () => (reply = await get(path, headers)).headers['x-edge-cache'] === 'HIT')
+    return reply!
+  }
+
   // The ingest above queued soft purges for a varnishd that was not running yet: delivered late, they
   // would mark pages the tests below just cached as stale.
   await purgesDelivered()
@@ -185,6 +192,53 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     t.notOk(unknownUtm.headers['set-cookie'])
   })
 
+  await t.test('a page that is the same for every segment is one backend fetch and one object; a landing page with variants, one per segment', async (t) => {
+    for (const [path, perSegment] of [[heavyPage.path, false], ['/helpdesk', true]] as const) {
+      await purge({ paths: [path] })
+      const fetchesBefore = varnish.stats('MAIN.backend_req')['MAIN.backend_req']!
+      const first = []
+      for (const { slug } of DEMO_SEGMENTS) first.push(await get(path, { 'x-segment': slug }))
+      const fetches = varnish.stats('MAIN.backend_req')['MAIN.backend_req']! - fetchesBefore
+      const again = []
+      for (const { slug } of DEMO_SEGMENTS) again.push(await get(path, { 'x-segment': slug }))
+      t.ok(again.every((r) => r.headers['x-edge-cache'] === 'HIT'), `${path}: every segment is then a hit`)
+      const objects = new Set(again.map(objectId)).size
+      if (perSegment) {
+        t.equal(fetches, DEMO_SEGMENTS.length, `${path}: one backend fetch per segment`)
+        t.equal(objects, DEMO_SEGMENTS.length, `${path}: one object per segment`)
+        t.ok(first.every((r) => r.headers.vary === 'X-Segment'))
+      } else {
+        t.equal(fetches, 1, `${path}: ${DEMO_SEGMENTS.length} segments, 1 backend fetch`)
+        t.equal(objects, 1, `${path}: ${DEMO_SEGMENTS.length} segments, 1 object`)
+        t.same(first.map((r) => r.headers['x-edge-cache']), ['MISS', 'HIT', 'HIT', 'HIT'])
+        t.ok(first.every((r) => r.headers.vary === undefined && r.headers['x-segment'] === undefined), 'no Vary, no X-Segment')
+      }
+    }
+  })
+
+  await t.test('edits reach the CDN: a variant and a page changed through the admin API show through Varnish within seconds', async (t) => {
+    const admin = { authorization: `Bearer ${TOKEN}` }
+    const crmSmb = site.variants.find((v) => v.page === '/crm' && v.segment === 'smb')!
+    await get('/crm', { 'x-segment': 'smb' })
+    t.equal((await get('/crm', { 'x-segment': 'smb' })).headers['x-edge-cache'], 'HIT', 'cached at the edge')
+    await get(heavyPage.path)
+    t.equal((await get(heavyPage.path)).headers['x-edge-cache'], 'HIT')
+
+    const started = Date.now()
+    const variant = await app.inject({ method: 'POST', url: '/admin/variants', headers: admin, payload: { variants: [{ ...crmSmb, headline: 'CRM for small teams: the spring offer' }] } })
+    t.equal(variant.statusCode, 200, variant.body)
+    t.equal(variant.json().queued, 1, 'the purge was queued with the change')
+    const page = await app.inject({ method: 'POST', url: '/admin/pages', headers: admin, payload: { pages: [{ ...heavyPage, title: `${heavyPage.title}, revised` }] } })
+    t.equal(page.statusCode, 200, page.body)
+    await until('the new headline through Varnish', async () => (await get('/crm', { 'x-segment': 'smb' })).body.includes('the spring offer'))
+    await until('the new title through Varnish', async () => (await get(heavyPage.path)).body.includes(`${heavyPage.title}, revised`))
+    const seconds = (Date.now() - started) / 1000
+    t.ok(seconds < 10, `visible through Varnish after ${seconds.toFixed(1)} s (its TTL was hours)`)
+    const other = await get('/crm', { 'x-segment': 'enterprise' })
+    t.notMatch(other.body, 'the spring offer', 'another segment keeps its own variant')
+    await purgesDelivered()
+  })
+
   await t.test('a segment added at run time: the VCL from GET /admin/cdn/varnish.vcl, loaded into varnishd, honours it', async (t) => {
     const admin = { authorization: `Bearer ${TOKEN}` }
     const defaultSlug = DEMO_SEGMENTS.find((s) => s.is_default)!.slug
@@ -249,7 +303,7 @@ async function runVarnishTests(varnishd: string): Promise<void> {
   })
 
   await t.test('tracking parameters are stripped from the cache key, other parameters sorted', async (t) => {
-    const base = await get('/helpdesk')
+    const base = await freshAtEdge('/helpdesk')
     t.equal(base.status, 200)
     for (const name of [...TRACKING_PARAMS, 'utm_campaign', 'UTM_Content', 'GCLID']) {
       const tracked = await get(`/helpdesk?${name}=abc123`)
@@ -343,7 +397,7 @@ async function runVarnishTests(varnishd: string): Promise<void> {
   })
 
   await t.test('the origin down: grace serves the stale copy (stale-if-error), before and after the probe marks it sick', async (t) => {
-    const before = await get('/helpdesk', { 'x-segment': 'smb' })
+    const before = await freshAtEdge('/helpdesk', { 'x-segment': 'smb' })
     t.equal(before.status, 200)
     await purge({ tags: ['v-helpdesk'], soft: true })
     // Past stale-while-revalidate: with a healthy origin this would be fetched anew. A fixed sleep on
