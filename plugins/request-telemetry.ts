@@ -42,8 +42,16 @@ export function recordRequest(metrics: OriginMetrics, log: FastifyBaseLogger, re
   log.info(reqId === undefined ? { ...record, durationMs } : { reqId, ...record, durationMs }, 'request')
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The segment a page request resolved to (set by the page route), logged whether or not the page varies by it. */
+    pageSegment: string | undefined
+  }
+}
+
 async function requestTelemetryPlugin(app: FastifyInstance): Promise<void> {
   const { metrics } = app
+  app.decorateRequest('pageSegment', undefined)
   app.addHook('onResponse', async (request, reply) => {
     const cache = reply.getHeader('x-cache')
     recordRequest(metrics, request.log, {
@@ -52,7 +60,7 @@ async function requestTelemetryPlugin(app: FastifyInstance): Promise<void> {
       route: request.routeOptions.url ?? UNMATCHED_ROUTE,
       status: reply.statusCode,
       cache: typeof cache === 'string' ? cache : 'none',
-      segment: reply.getHeader('x-segment'),
+      segment: request.pageSegment,
       durationMs: reply.elapsedTime,
     })
   })

@@ -19,6 +19,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const directory = app.segments()
     const { target, segment, segmentSource, cacheability, conditional } = parsePageRequest(request, directory)
+    request.pageSegment = segment
 
     if (target.kind === 'redirect') {
       // Same origin, path only: the Location is built from the canonical path, never from a host.

@@ -30,12 +30,13 @@ t.test('a bad file: every problem with its line number, exit 1, nothing written'
   writeFileSync(file, ndjson(good.slice(0, 5)) + '{not json\n' + ndjson([{ type: 'page', path: '/UP', kind: 'seo', title: 'x' }, { type: 'widget' }, { type: 'variant', key: 'k' }]))
   const result = await run([file], { DATA_DIR: dataDir, REDIS_URL: 'off' })
   t.equal(result.code, 1)
-  t.match(result.stderr, /5 problem\(s\); nothing was written\n  line 6: not valid JSON.*\n  line 7: path.*\n  line 8: .*\n  line 9: segment.*\n  line 9: headline/)
+  t.match(result.stderr, /6 problem\(s\); nothing was written\n  line 6: not valid JSON.*\n  line 7: path.*\n  line 8: .*\n  line 9: segment.*\n  line 9: page.*\n  line 9: headline/)
   t.match(result.stderr, /line 6: not valid JSON/)
   t.match(result.stderr, /line 7: path: must be a canonical path/)
   t.match(result.stderr, /line 8: "type" must be "segment", "page" or "variant"/)
   t.match(result.stderr, /line 9: segment: is required/)
   t.match(result.stderr, /line 9: headline: is required/)
+  t.match(result.stderr, /line 9: page: is required: give the landing page this variant belongs to/)
 })
 
 t.test('a good file into the database directly, then again with nothing to do', async (t) => {
