@@ -4,6 +4,7 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './src/config.ts'
+import { clientErrorHandler, frameworkErrors } from './src/http/client-errors.ts'
 import adminAuthPlugin from './plugins/admin-auth.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
@@ -19,8 +20,10 @@ import pagesPlugin from './plugins/pages.ts'
 import purgePlugin from './plugins/purge.ts'
 import redisPlugin from './plugins/redis.ts'
 import requestTelemetryPlugin, { requestIdGenerator } from './plugins/request-telemetry.ts'
+import { fromTrustedProxy, trustFunction } from './src/http/trust-proxy.ts'
 import segmentsPlugin from './plugins/segments.ts'
 import adminRoutes from './routes/admin.ts'
+import adminJobRoutes from './routes/admin-jobs.ts'
 import cdnConfigRoutes from './routes/cdn-config.ts'
 import eventRoutes from './routes/events.ts'
 import healthRoutes from './routes/health.ts'
@@ -49,24 +52,31 @@ export function loggerOptions(config: Config, stdoutIsTTY = process.stdout.isTTY
 export async function buildApp(config: Config, options: BuildAppOptions = {}): Promise<FastifyInstance> {
   const timeouts = {
     connectionTimeout: 30_000,
-    requestTimeout: 30_000,
+    requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: 72_000, // longer than common CDN/load-balancer idle timeouts (60 s), so the origin never closes first
   }
+  // A slowloris client (headers a byte at a time) is cut after headersTimeout, within one check interval.
+  const serverTimeouts = { ...timeouts, headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: config.connectionsCheckIntervalMs }
+  // Only the proxies TRUST_PROXY names may say who the client is (X-Forwarded-For) or which request this is.
+  const trust = trustFunction(config.trustProxy)
   // Fresh L1 hits are answered in front of Fastify (plugins/hit-fast-path.ts); the rest reach Fastify.
   const fastPath = new HitFastPath()
-  const genReqId = requestIdGenerator()
+  const genReqId = requestIdGenerator(fromTrustedProxy(trust))
   const app = Fastify({
     logger: options.logger ?? loggerOptions(config),
     // plugins/request-telemetry.ts logs one line per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
-    // The CDN's request id (when it sends one) ties its logs to ours.
+    // The CDN's request id (sent by a trusted proxy, and a bounded token) ties its logs to ours.
     genReqId,
-    serverFactory: (handler) => fastPath.createServer(handler, timeouts),
+    serverFactory: (handler) => fastPath.createServer(handler, serverTimeouts),
     ...timeouts,
-    // The CDN is the client; its X-Forwarded-For is trusted only from loopback and private networks.
-    trustProxy: ['127.0.0.1', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'],
+    // Default: no peer is trusted, and the socket's address is the client (request.ip).
+    trustProxy: config.trustProxy.kind === 'none' ? false : trust,
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
+    // Errors before any route (bad request line, 431, 408, bad URL, 414): no-store, nothing echoed.
+    clientErrorHandler,
+    frameworkErrors,
     // The embedded PostgreSQL takes seconds to start and migrate on a busy machine; avvio's default is 10 s.
     pluginTimeout: 120_000,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 2048 },
@@ -92,6 +102,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(metricsRoutes)
   await app.register(openapiRoutes)
   await app.register(adminRoutes)
+  await app.register(adminJobRoutes)
   await app.register(cdnConfigRoutes)
   await app.register(searchConsoleRoutes)
   await app.register(sitemapRoutes)

@@ -1,12 +1,14 @@
 // Lives in bin/, not src/: it builds the Fastify app, and src/ stays free of Fastify.
 // `npm run warm -- --top N [--concurrency C] [--url http://127.0.0.1:3000]`
 // Renders the top N pages by crawl weight for every segment into Redis (L2). With --url it asks a
-// running origin (POST /admin/warm, ADMIN_TOKEN); without, it builds the origin in this process.
+// running origin (POST /admin/warm, ADMIN_TOKEN), which starts a job, and follows the job
+// (GET /admin/jobs/:id) until it ends, with its progress on stderr; without, it builds the origin in
+// this process. Either way the report is printed on stdout; a failed or refused warm-up exits 1.
 
 import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config.ts'
 import { runCli } from '../src/cli/run-cli.ts'
-import { postToOrigin } from '../src/cli/admin-client.ts'
+import { followJob, postToOrigin } from '../src/cli/admin-client.ts'
 
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { top: { type: 'string' }, concurrency: { type: 'string', default: '8' }, url: { type: 'string' } } })
@@ -19,7 +21,16 @@ async function main(): Promise<number> {
   const config = loadConfig()
   let report: unknown
   if (values.url !== undefined) {
-    report = await postToOrigin(values.url, config.adminToken, '/admin/warm', { top, concurrency })
+    const { location } = (await postToOrigin(values.url, config.adminToken, '/admin/warm', { top, concurrency })) as { location: string }
+    let shown = ''
+    report = await followJob(values.url, config.adminToken, location, {
+      intervalMs: 500,
+      onProgress: ({ id, progress }) => {
+        const { pages, pagesDone } = progress as { pages: number | null; pagesDone: number }
+        const line = `warm-up ${id}: ${pagesDone}/${pages ?? '?'} pages`
+        if (line !== shown) process.stderr.write(`${(shown = line)}\n`)
+      },
+    })
   } else {
     if (config.redisUrl === undefined) throw new Error('warm-up fills the shared Redis tier, and REDIS_URL is off')
     const { buildApp } = await import('../app.ts')

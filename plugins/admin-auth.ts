@@ -4,7 +4,7 @@
 
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { bearerTokenCheck } from '../src/http/bearer-token.ts'
+import { bearerTokenGuard } from '../src/http/bearer-token.ts'
 
 export interface AdminAuth {
   /** Whether ADMIN_TOKEN is set (the admin API exists). */
@@ -25,19 +25,16 @@ declare module 'fastify' {
 }
 
 async function adminAuthPlugin(app: FastifyInstance): Promise<void> {
-  const token = app.config.adminToken
-  const authorized = token === undefined ? undefined : bearerTokenCheck(token)
+  // The scheme is case-insensitive (bearer, BEARER); the token is compared in constant time.
+  const refused = bearerTokenGuard(app.config.adminToken, 'variant-origin admin', 'ADMIN_TOKEN')
   app.decorate<AdminAuth>('adminAuth', {
-    enabled: authorized !== undefined,
+    enabled: refused !== undefined,
     security: [{ adminToken: [] }],
     protect(context) {
-      if (authorized === undefined) return false
+      if (refused === undefined) return false
       context.addHook('onRequest', async (request, reply) => {
         reply.header('cache-control', 'no-store')
-        if (!authorized(request.headers.authorization)) {
-          reply.header('www-authenticate', 'Bearer realm="variant-origin admin"')
-          return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' })
-        }
+        if (refused(request, reply)) return reply
       })
       return true
     },

@@ -2,7 +2,7 @@
 // hide their details and are never cached.
 
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyInstance } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { DomainError, type ErrorCode } from '../src/errors.ts'
 
 const STATUS_BY_CODE: Record<ErrorCode, number> = {
@@ -12,12 +12,43 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   UNPROCESSABLE: 422,
   CONFLICT: 409,
   UNAVAILABLE: 503,
+  TOO_LARGE: 413,
 }
 
 const RETRY_AFTER_SECONDS = '5'
 
+function formatBytes(bytes: number): string {
+  const MiB = 1024 * 1024
+  if (bytes % MiB === 0) return `${bytes / MiB} MiB`
+  if (bytes % 1024 === 0) return `${bytes / 1024} KiB`
+  return `${bytes} bytes`
+}
+
+/**
+ * A body over its route's limit, in bytes or in records (a batch array over its schema's maxItems),
+ * as the 413 naming that limit; undefined for any other error. A batch over its record limit is too
+ * large a request, not a bad record: the answer is to split it, not to fix it.
+ */
+function tooLarge(error: FastifyError, request: FastifyRequest): DomainError | undefined {
+  const route = request.routeOptions.url === undefined ? 'this route' : `${request.method} ${request.routeOptions.url}`
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    const limit = request.routeOptions.bodyLimit
+    return new DomainError('TOO_LARGE', `the request body is larger than the ${formatBytes(limit)} (${limit} bytes) limit of ${route}; send it in smaller batches`)
+  }
+  const first = error.validation?.[0]
+  if (error.validationContext === 'body' && first?.keyword === 'maxItems' && /^\/[^/]+$/.test(first.instancePath)) {
+    const field = first.instancePath.slice(1)
+    const given = (request.body as Record<string, unknown> | undefined)?.[field]
+    const count = Array.isArray(given) ? ` (got ${given.length.toLocaleString('en-US')})` : ''
+    const limit = Number(first.params.limit).toLocaleString('en-US')
+    return new DomainError('TOO_LARGE', `${field}: at most ${limit} a request to ${route}${count}; split the batch into requests of up to ${limit}`)
+  }
+  return undefined
+}
+
 async function errorHandlerPlugin(app: FastifyInstance): Promise<void> {
-  app.setErrorHandler((error: FastifyError | DomainError, request, reply) => {
+  app.setErrorHandler((caught: FastifyError | DomainError, request, reply) => {
+    const error = caught instanceof DomainError ? caught : (tooLarge(caught, request) ?? caught)
     const status = error instanceof DomainError ? STATUS_BY_CODE[error.code] : (error.statusCode ?? 500)
     reply.header('cache-control', 'no-store')
     if (status >= 500) {

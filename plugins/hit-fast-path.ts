@@ -26,6 +26,10 @@ export interface ServerTimeouts {
   connectionTimeout: number
   keepAliveTimeout: number
   requestTimeout: number
+  /** Time to receive the request line and headers; a body may then take up to requestTimeout. */
+  headersTimeout: number
+  /** How often Node closes connections past headersTimeout/requestTimeout (only settable at construction). */
+  connectionsCheckingInterval: number
 }
 
 /** true: answered; false: Fastify's; a promise: an L2 read is under way, then one of the two. */
@@ -63,7 +67,8 @@ export class HitFastPath {
 
   /** Fastify's serverFactory: Fastify leaves the server timeouts to the factory, so they are set here. */
   createServer(fastifyHandler: RequestListener, timeouts: ServerTimeouts): Server {
-    const server = createServer((req, res) => {
+    const { headersTimeout, requestTimeout, keepAliveTimeout, connectionsCheckingInterval } = timeouts
+    const server = createServer({ headersTimeout, requestTimeout, keepAliveTimeout, connectionsCheckingInterval }, (req, res) => {
       const handled = this.handle === undefined ? false : this.handle(req, res)
       if (handled === true) this.served++
       else if (handled === false) fastifyHandler(req, res)
@@ -74,8 +79,6 @@ export class HitFastPath {
         )
       }
     })
-    server.keepAliveTimeout = timeouts.keepAliveTimeout
-    server.requestTimeout = timeouts.requestTimeout
     server.setTimeout(timeouts.connectionTimeout)
     return server
   }
@@ -150,7 +153,7 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
     if (url.includes('?')) return false
     const started = performance.now()
     try {
-      const request = parsePageRequest({ url, headers: req.headers }, app.segments())
+      const request = parsePageRequest({ url, headers: req.headers }, app.segments(), app.config.queryAllowlist)
       const { target, segment } = request
       if (target.kind !== 'canonical' || ownedByAnotherRoute(target.path)) return false
       const response = pages.freshLocal(target.path, segment)

@@ -7,13 +7,20 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { OriginMetrics } from './metrics.ts'
 
-/** A request id: the CDN's X-Request-Id when it sends one, else this process's prefix and a counter. */
-export function requestIdGenerator(): (req: IncomingMessage) => string {
+/** What a proxy's X-Request-Id may be: a bounded token, nothing a log line or a log search would trip on. */
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/
+
+/**
+ * A request id: the CDN's X-Request-Id when a trusted proxy (TRUST_PROXY) sends one that is a bounded
+ * token, else this process's prefix and a counter. Any other client could otherwise forge log lines'
+ * ids (or pad every line with 200 characters of its choosing).
+ */
+export function requestIdGenerator(fromTrustedProxy: (req: IncomingMessage) => boolean): (req: IncomingMessage) => string {
   const prefix = `${process.pid.toString(36)}-${Date.now().toString(36)}`
   let counter = 0
   return (req) => {
     const given = req.headers['x-request-id']
-    if (typeof given === 'string' && given !== '' && given.length <= 200) return given
+    if (typeof given === 'string' && REQUEST_ID_PATTERN.test(given) && fromTrustedProxy(req)) return given
     counter = (counter + 1) % Number.MAX_SAFE_INTEGER
     return `${prefix}-${counter.toString(36)}`
   }

@@ -1,13 +1,13 @@
 // Admin API for content pipelines: ingest pages and variants. Bearer token, compared in constant
 // time; without ADMIN_TOKEN the routes do not exist (404), so the API is never open by accident.
+// Warm-up (a job: it outlives a request) is in routes/admin-jobs.ts.
 
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { ingestPages, ingestSegments, ingestVariants } from '../src/ingest/ingest-service.ts'
 import { isCanonicalPagePath } from '../src/http/url-normalize.ts'
 import { enqueuePurge } from '../src/purge/purge-outbox.ts'
-import { warmUp } from '../src/cache/warm-up.ts'
-import { DomainError, validationError } from '../src/errors.ts'
+import { validationError } from '../src/errors.ts'
 import { cacheTag } from '../src/http/cache-policy.ts'
 
 export const MAX_RECORDS_PER_REQUEST = 10_000
@@ -62,37 +62,6 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       app.kickPurges()
       request.log.info({ paths: paths.length, tags, evicted, queued }, 'purge accepted')
       return reply.code(202).send({ evicted, queued })
-    },
-  )
-
-  app.post(
-    '/admin/warm',
-    {
-      schema: {
-        tags: ['admin'],
-        summary: 'Render the top pages by crawl weight into the shared cache',
-        security: ADMIN_SECURITY,
-        body: Type.Object({ top: Type.Integer({ minimum: 1, maximum: 100_000 }), concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })) }, { additionalProperties: false }),
-        response: {
-          200: Type.Object({
-            pages: Type.Integer(),
-            segments: Type.Integer(),
-            attempted: Type.Integer(),
-            warmed: Type.Integer(),
-            skipped: Type.Integer(),
-            failed: Type.Integer(),
-            successRate: Type.Number(),
-            durationMs: Type.Integer(),
-          }),
-        },
-      },
-    },
-    async (request) => {
-      if (app.redis === null) throw new DomainError('CONFLICT', 'warm-up fills the shared Redis tier, and REDIS_URL is off')
-      const report = await warmUp(app.database.db, app.pages, [...app.segments().slugs], request.body.top, request.body.concurrency ?? 8)
-      app.metrics.warmUp(report)
-      request.log.info(report, 'warm-up finished')
-      return report
     },
   )
 

@@ -7,6 +7,7 @@ import { pendingMigrations } from '../src/db/database.ts'
 import { withTimeout } from '../src/timeout.ts'
 
 const CHECK_TIMEOUT_MS = 1_000
+const MIGRATIONS_RECHECK_MS = 60_000
 
 /** A check that does not answer within CHECK_TIMEOUT_MS fails, naming what did not answer. */
 const checked = <T>(work: Promise<T>, what: string): Promise<T> => withTimeout(work, CHECK_TIMEOUT_MS, () => new Error(`${what} did not answer within ${CHECK_TIMEOUT_MS} ms`))
@@ -26,6 +27,32 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       (err: Error) => ({ status: 'degraded' as const, detail: `${err.message}; ${degraded}` }),
     )
   const separateEvents = app.eventsRedis !== null && app.eventsRedis !== app.redis ? app.eventsRedis : null
+
+  // One database probe in flight at a time: a probe that comes while the last one still waits for a
+  // connection joins it (each with its own deadline) instead of queueing more queries behind the work
+  // it measures. Probes every few seconds from several balancers would otherwise pile up on a busy pool.
+  // Migrations do not go back to pending while the process runs: once none are, the check (several
+  // round trips) is repeated at most once a minute, and a probe costs one `select 1`.
+  let probing: { select: Promise<unknown>; pending: Promise<string[]> } | undefined
+  let migrationsCheckedAt = Number.NEGATIVE_INFINITY
+  const pending = (db: typeof app.database.db): Promise<string[]> => {
+    if (Date.now() - migrationsCheckedAt < MIGRATIONS_RECHECK_MS) return Promise.resolve([])
+    return pendingMigrations(db).then((names) => {
+      if (names.length === 0) migrationsCheckedAt = Date.now()
+      return names
+    })
+  }
+  const databaseProbe = () => {
+    if (probing === undefined) {
+      const { db } = app.database
+      const current = { select: sql`select 1`.execute(db), pending: pending(db) }
+      probing = current
+      void Promise.allSettled([current.select, current.pending]).then(() => {
+        if (probing === current) probing = undefined
+      })
+    }
+    return probing
+  }
 
   app.get(
     '/health/live',
@@ -55,13 +82,13 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (_request, reply) => {
       reply.header('cache-control', 'no-store')
-      const { db } = app.database
+      const probe = databaseProbe()
       const [database, migrations, redis, events] = await Promise.all([
-        checked(sql`select 1`.execute(db), 'PostgreSQL').then(
+        checked(probe.select, 'PostgreSQL').then(
           () => ({ status: 'ok' as const }),
           (err: Error) => ({ status: 'fail' as const, detail: err.message }),
         ),
-        checked(pendingMigrations(db), 'PostgreSQL').then(
+        checked(probe.pending, 'PostgreSQL').then(
           (pending) => (pending.length === 0 ? { status: 'ok' as const } : { status: 'fail' as const, detail: `pending: ${pending.join(', ')}; run npm run migrate` }),
           (err: Error) => ({ status: 'fail' as const, detail: err.message }),
         ),

@@ -15,23 +15,23 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
   const { config, pages, hitFastPath } = app
   const redirectHeaders = { ...shortLivedCacheHeaders(config, config.redirectTtlSeconds, []), 'content-type': 'text/plain; charset=utf-8' }
   const privateControl = privateCacheControl(config)
+  // Over https the segment cookie is never sent in the clear.
+  const secureCookie = config.publicBaseUrl.startsWith('https:') ? '; Secure' : ''
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const directory = app.segments()
-    const { target, segment, segmentSource, cacheability, conditional } = parsePageRequest(request, directory)
+    const { target, segment, segmentSource, cacheability, campaign, conditional } = parsePageRequest(request, directory, config.queryAllowlist)
     request.pageSegment = segment
 
     if (target.kind === 'redirect') {
       // Same origin, path only: the Location is built from the canonical path, never from a host.
-      reply.code(301).headers(redirectHeaders).header('location', target.location).header('x-segment', segment)
+      if (!campaign) return reply.code(301).headers(redirectHeaders).header('location', target.location).send(`Moved to ${target.location}\n`)
+      // A campaign URL (a utm_source a rule names): whether this answer sets the segment cookie depends on
+      // the request's header and cookie, so no shared cache keeps it, whichever way it went.
+      reply.code(301).header('location', target.location).header('cache-control', 'private, no-store').header('content-type', 'text/plain; charset=utf-8')
       if (segmentSource === 'utm') {
-        // The utm rule chose a segment: the cookie carries it past the redirect that drops the utm
-        // parameters. A response that sets a cookie is never stored by a shared cache.
-        reply
-          .header('set-cookie', `${SEGMENT_COOKIE}=${segment}; Path=/; Max-Age=${SEGMENT_COOKIE_MAX_AGE}; SameSite=Lax; HttpOnly`)
-          .header('cache-control', 'private, no-store')
-          .removeHeader('cdn-cache-control')
-          .removeHeader('surrogate-control')
+        // The utm rule chose the segment: the cookie carries it past the redirect that drops the utm parameters.
+        reply.header('set-cookie', `${SEGMENT_COOKIE}=${segment}; Path=/; Max-Age=${SEGMENT_COOKIE_MAX_AGE}; SameSite=Lax; HttpOnly${secureCookie}`).header('x-segment', segment)
       }
       return reply.send(`Moved to ${target.location}\n`)
     }

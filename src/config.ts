@@ -3,6 +3,9 @@
 // Over 300 lines on purpose: it is the one table of every variable (type, default, range, message), read
 // top to bottom beside the README's; split, a variable's default and its check would live apart.
 
+import { isTrackingParam } from './http/url-normalize.ts'
+import { parseTrustProxy, type TrustProxySetting } from './http/trust-proxy.ts'
+
 export const CDN_FLAVOURS = ['generic', 'varnish', 'fastly', 'cloudflare', 'akamai', 'cloudfront'] as const
 export type CdnFlavour = (typeof CDN_FLAVOURS)[number]
 
@@ -40,6 +43,8 @@ export interface Config {
   staleIfErrorSeconds: number
   notFoundTtlSeconds: number
   redirectTtlSeconds: number
+  /** Query parameters a page may keep (lower case); every other one is dropped with a 301. */
+  queryAllowlist: ReadonlySet<string>
   l1MaxBytes: number
   l1TtlSeconds: number
   /** Cap on how long the origin's own tiers treat an entry as fresh (the CDN's TTL can be a day). */
@@ -66,6 +71,16 @@ export interface Config {
   cloudflareApiToken: string | undefined
   /** Bearer token /metrics asks for; undefined: open (restrict it at the network instead). */
   metricsToken: string | undefined
+  /** Bearer token /openapi.json asks for; undefined: open. */
+  openapiToken: string | undefined
+  /** Peers whose X-Forwarded-For and X-Request-Id are believed (TRUST_PROXY); none by default. */
+  trustProxy: TrustProxySetting
+  /** Time a client has to send its request line and headers (slowloris), checked every connectionsCheckIntervalMs. */
+  headersTimeoutMs: number
+  /** Time a client has to send its whole request, body included (a slow upload is cut past it). */
+  requestTimeoutMs: number
+  /** How often Node looks for connections past those two timeouts (its default, 30 s, lets them overrun). */
+  connectionsCheckIntervalMs: number
   /** How often the crawl-weight histogram (a scan of pages) is recomputed for /metrics. */
   metricsCrawlWeightRefreshSeconds: number
   /** Load shedding (@fastify/under-pressure); 0 turns a threshold off. */
@@ -181,8 +196,10 @@ class EnvReader {
       return fallback
     }
     if (!protocols.includes(parsed.protocol)) {
-      // The value may hold a password: name the scheme, never echo the URL.
-      this.problems.push(`${name}: scheme ${parsed.protocol} is not accepted; expected ${what}`)
+      // The value may hold a password: name the scheme (when it is written as one), never echo the URL.
+      // `user:secret@host` parses with the scheme `user:`, which is no scheme at all.
+      const scheme = value.toLowerCase().startsWith(`${parsed.protocol}//`) ? `scheme ${parsed.protocol}` : 'a value without scheme://'
+      this.problems.push(`${name}: ${scheme} is not accepted; expected ${what}`)
       return fallback
     }
     return value
@@ -201,6 +218,22 @@ class EnvReader {
   get(name: string): string | undefined {
     return this.raw(name)
   }
+
+  /**
+   * A credential (token, API key): checked like any value, but never echoed, because a configuration
+   * error is printed to terminals and collected with the logs. The problem says what is wrong instead.
+   * Printable ASCII without spaces: a credential travels in an HTTP header, where anything else fails.
+   */
+  secret(name: string, min: number, max: number): string | undefined {
+    const value = this.raw(name)
+    if (value === undefined) return undefined
+    const bad = [...value].findIndex((c) => c < '!' || c > '~')
+    if (bad !== -1) this.problems.push(`${name} must be printable ASCII without spaces (character ${bad + 1} is not); its value is not shown`)
+    else if (value.length < min) this.problems.push(`${name} must be at least ${min} characters (got ${value.length}); its value is not shown`)
+    else if (value.length > max) this.problems.push(`${name} must be at most ${max} characters (got ${value.length}); its value is not shown`)
+    else return value
+    return undefined
+  }
 }
 
 const DAY = 86_400
@@ -210,8 +243,10 @@ function parseNodes(read: EnvReader): Array<{ host: string; port: number }> | un
   if (raw === undefined) return undefined
   const nodes = raw.split(',').map((item) => item.trim()).filter((item) => item !== '')
   const parsed = nodes.map((item) => /^([\w.-]+|\[[0-9a-f:]+\]):(\d{1,5})$/i.exec(item))
-  if (nodes.length === 0 || parsed.some((m) => m === null || Number(m[2]) > 65_535)) {
-    read.problems.push(`REDIS_CLUSTER_NODES=${JSON.stringify(raw)}: expected host:port[,host:port...] seed nodes`)
+  const bad = parsed.findIndex((m) => m === null || Number(m[2]) > 65_535)
+  if (nodes.length === 0 || bad !== -1) {
+    // Not echoed: a node written as a URL may carry a password.
+    read.problems.push(`REDIS_CLUSTER_NODES: expected host:port[,host:port...] seed nodes${bad === -1 ? '' : ` (item ${bad + 1} of ${nodes.length} is not host:port)`}`)
     return undefined
   }
   return parsed.map((m) => ({ host: m![1]!.replace(/^\[|\]$/g, ''), port: Number(m![2]) }))
@@ -265,13 +300,14 @@ export function loadConfig(env: Env = process.env): Config {
     staleIfErrorSeconds: read.integer('STALE_IF_ERROR_SECONDS', DAY, 0, 30 * DAY),
     notFoundTtlSeconds: read.integer('NOT_FOUND_TTL_SECONDS', 60, 0, DAY),
     redirectTtlSeconds: read.integer('REDIRECT_TTL_SECONDS', DAY, 0, 365 * DAY),
+    queryAllowlist: new Set<string>(),
     l1MaxBytes: read.integer('L1_MAX_BYTES', 64 * 1024 * 1024, 1024 * 1024, 8 * 1024 * 1024 * 1024),
     l1TtlSeconds: read.integer('L1_TTL_SECONDS', 60, 0, DAY),
     originFreshSeconds: read.integer('ORIGIN_FRESH_SECONDS', 3_600, 1, 7 * DAY),
     renderBudgetMs: read.integer('RENDER_BUDGET_MS', 200, 1, 60_000),
     relatedLinks: read.integer('RELATED_LINKS', 6, 0, 50),
-    adminToken: read.string('ADMIN_TOKEN', '', /^[\x21-\x7e]{16,256}$/, 'at least 16 printable characters (no spaces)') || undefined,
-    openaiApiKey: read.get('OPENAI_API_KEY'),
+    adminToken: read.secret('ADMIN_TOKEN', 16, 256),
+    openaiApiKey: read.secret('OPENAI_API_KEY', 1, 4096),
     openaiBaseUrl: read.url('OPENAI_BASE_URL', ['https:', 'http:'], undefined, 'the base URL of an OpenAI-compatible API, such as https://api.openai.com/v1'),
     embeddingModel: read.string('EMBEDDING_MODEL', 'text-embedding-3-small', /^[\w.:/-]{1,100}$/, 'a model name such as text-embedding-3-small'),
     embeddingDimensions: read.integer('EMBEDDING_DIMENSIONS', 1536, 1, 1536),
@@ -281,11 +317,16 @@ export function loadConfig(env: Env = process.env): Config {
     varnishPurgeUrl: read.url('VARNISH_PURGE_URL', ['http:', 'https:'], undefined, 'the URL purges are sent to, such as http://varnish:80'),
     fastlyApiUrl: (read.url('FASTLY_API_URL', ['http:', 'https:'], 'https://api.fastly.com', 'https://api.fastly.com') ?? '').replace(/\/$/, ''),
     fastlyServiceId: read.get('FASTLY_SERVICE_ID'),
-    fastlyApiToken: read.get('FASTLY_API_TOKEN'),
+    fastlyApiToken: read.secret('FASTLY_API_TOKEN', 1, 4096),
     cloudflareApiUrl: (read.url('CLOUDFLARE_API_URL', ['http:', 'https:'], 'https://api.cloudflare.com/client/v4', 'https://api.cloudflare.com/client/v4') ?? '').replace(/\/$/, ''),
     cloudflareZoneId: read.get('CLOUDFLARE_ZONE_ID'),
-    cloudflareApiToken: read.get('CLOUDFLARE_API_TOKEN'),
-    metricsToken: read.string('METRICS_TOKEN', '', /^[\x21-\x7e]{16,256}$/, 'at least 16 printable characters (no spaces)') || undefined,
+    cloudflareApiToken: read.secret('CLOUDFLARE_API_TOKEN', 1, 4096),
+    metricsToken: read.secret('METRICS_TOKEN', 16, 256),
+    openapiToken: read.secret('OPENAPI_TOKEN', 16, 256),
+    trustProxy: { kind: 'none' },
+    headersTimeoutMs: read.integer('HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
+    requestTimeoutMs: read.integer('REQUEST_TIMEOUT_MS', 120_000, 100, 3_600_000),
+    connectionsCheckIntervalMs: read.integer('CONNECTIONS_CHECK_INTERVAL_MS', 2_000, 50, 30_000),
     metricsCrawlWeightRefreshSeconds: read.integer('METRICS_CRAWL_WEIGHT_REFRESH_SECONDS', 300, 1, DAY),
     loadShedMaxEventLoopDelayMs: read.integer('LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS', 1_000, 0, 60_000),
     loadShedMaxHeapUsedBytes: read.integer('LOAD_SHED_MAX_HEAP_USED_BYTES', 0, 0, 2 ** 40),
@@ -316,6 +357,14 @@ export function loadConfig(env: Env = process.env): Config {
   for (const rule of disallow) if (!/^\/[\x21-\x7e]*$/.test(rule)) read.problems.push(`ROBOTS_DISALLOW: ${JSON.stringify(rule)} is not a path starting with / (comma-separated, no spaces)`)
   config.robotsDisallow = disallow.filter((p) => /^\/[\x21-\x7e]*$/.test(p))
 
+  // No page reads a query parameter unless the operator lists it: the rest would only split the CDN cache.
+  const allowed = (read.get('QUERY_ALLOWLIST') ?? '').split(',').map((p) => p.trim().toLowerCase()).filter((p) => p !== '')
+  for (const name of allowed) {
+    if (!/^[a-z0-9_.~-]{1,64}$/.test(name)) read.problems.push(`QUERY_ALLOWLIST: ${JSON.stringify(name.slice(0, 70))} is not a parameter name (letters, digits, _ . ~ -; comma-separated)`)
+    else if (isTrackingParam(name)) read.problems.push(`QUERY_ALLOWLIST: ${name} is a tracking parameter, always dropped`)
+  }
+  config.queryAllowlist = new Set(allowed.filter((name) => /^[a-z0-9_.~-]{1,64}$/.test(name) && !isTrackingParam(name)))
+
   const targets = (read.get('PURGE_TARGETS') ?? '').split(',').map((t) => t.trim().toLowerCase()).filter((t) => t !== '')
   for (const target of targets) if (!['varnish', 'fastly', 'cloudflare'].includes(target)) read.problems.push(`PURGE_TARGETS: ${JSON.stringify(target)} is not one of varnish, fastly, cloudflare`)
   config.purgeTargets = [...new Set(targets)].filter((t): t is 'varnish' | 'fastly' | 'cloudflare' => ['varnish', 'fastly', 'cloudflare'].includes(t))
@@ -326,6 +375,12 @@ export function loadConfig(env: Env = process.env): Config {
   need('varnish', ['VARNISH_PURGE_URL'])
   need('fastly', ['FASTLY_SERVICE_ID', 'FASTLY_API_TOKEN'])
   need('cloudflare', ['CLOUDFLARE_ZONE_ID', 'CLOUDFLARE_API_TOKEN'])
+
+  const trust = parseTrustProxy(read.get('TRUST_PROXY'))
+  if ('problem' in trust) read.problems.push(trust.problem)
+  else config.trustProxy = trust.setting
+  // Node refuses a headers timeout longer than the request timeout (the headers are part of the request).
+  if (config.headersTimeoutMs > config.requestTimeoutMs) read.problems.push(`HEADERS_TIMEOUT_MS=${config.headersTimeoutMs}: must not exceed REQUEST_TIMEOUT_MS (${config.requestTimeoutMs})`)
 
   if (read.problems.length > 0) throw new ConfigError(read.problems)
   return config

@@ -1,6 +1,6 @@
 // Coded errors thrown by domain code; the HTTP layer maps codes to statuses in one place.
 
-export type ErrorCode = 'DATABASE_UNAVAILABLE' | 'VALIDATION_FAILED' | 'NOT_FOUND' | 'UNPROCESSABLE' | 'CONFLICT' | 'UNAVAILABLE'
+export type ErrorCode = 'DATABASE_UNAVAILABLE' | 'VALIDATION_FAILED' | 'NOT_FOUND' | 'UNPROCESSABLE' | 'CONFLICT' | 'UNAVAILABLE' | 'TOO_LARGE'
 
 export class DomainError extends Error {
   readonly code: ErrorCode

@@ -118,9 +118,9 @@ sub vo_resolve_segment {
         }
         unset req.http.x-vo-cookie-segment;
     }
-    if (req.url ~ "[?&]utm_source=") {
+    if (req.url ~ "(?i)[?&]utm_source=") {
         # The first utm_source counts. The rules: the segments' utm_sources, as the origin reads them.
-        set req.http.x-vo-utm = std.tolower(regsub(req.url, "^[^?]*\?(?:[^&]*&)*?utm_source=([^&#]*).*$", "\1"));
+        set req.http.x-vo-utm = std.tolower(regsub(req.url, "(?i)^[^?]*\?(?:[^&]*&)*?utm_source=([^&#]*).*$", "\1"));
         if (req.http.x-vo-utm ~ "^\s*(github|hackernews)\s*$") {
             set req.http.X-Segment = "developer";
             set req.http.x-vo-segment-source = "utm";
@@ -139,14 +139,11 @@ sub vo_resolve_segment {
     set req.http.X-Segment = "general";
 }
 
-# Tracking parameters identify a click, not content (url-normalize.ts TRACKING_PARAMS and utm_*):
-# dropped from the URL the cache is keyed on and the origin sees; the rest sorted. The origin still
-# redirects whatever else is not canonical (case, slashes), and that 301 is cached too.
+# No page reads a query parameter (QUERY_ALLOWLIST is empty): none is part of the key, tracking
+# parameters included. The segment was resolved before this (utm_source included).
 sub vo_normalize_url {
     if (req.url ~ "\?") {
-        set req.url = regsuball(req.url, "(?i)(?<=[?&])(?:utm_[^=&]*|gclid|gclsrc|dclid|gbraid|wbraid|fbclid|msclkid|yclid|twclid|ttclid|li_fat_id|igshid|mc_cid|mc_eid|_ga|_gl|_hsenc|_hsmi|ref|ref_src|srsltid)(?:=[^&]*)?(?:&|$)", "");
-        set req.url = std.querysort(req.url);
-        set req.url = regsub(req.url, "[?&]+$", "");
+        set req.url = regsub(req.url, "\?.*$", "");
     }
 }
 

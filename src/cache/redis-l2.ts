@@ -33,6 +33,9 @@ export function decodeEntry(raw: Buffer): CachedResponse | undefined {
   }
 }
 
+/** A tag's index of keys (a sorted set by expiry; `tag:` held plain sets before, which were never pruned). */
+const tagIndex = (tag: string): string => `ztag:${tag}`
+
 export class RedisL2 {
   private readonly redis: Redis | Cluster
   private readonly log: Logger
@@ -78,20 +81,26 @@ export class RedisL2 {
 
   /** Stores the entry (only if absent with onlyIfAbsent); true when it was written. */
   async set(key: string, entry: CachedResponse, options: { onlyIfAbsent?: boolean } = {}): Promise<boolean> {
-    const ttl = Math.ceil(entry.staleUntil - Date.now())
+    const now = Date.now()
+    const ttl = Math.ceil(entry.staleUntil - now)
     if (ttl <= 0) return false
     try {
       const written = options.onlyIfAbsent === true ? await this.redis.set(key, encodeEntry(entry), 'PX', ttl, 'NX') : await this.redis.set(key, encodeEntry(entry), 'PX', ttl)
       if (written !== 'OK') return false
-      // The tag index lets a purge by tag find the keys; each tag set is its own slot on a Cluster.
-      await Promise.all([
-        ...entry.tags.map(async (tag) => {
-          await this.redis.sadd(`tag:${tag}`, key)
-          // NX sets a first expiry, GT only ever extends it: the set outlives every key it lists.
-          await this.redis.pexpire(`tag:${tag}`, ttl, 'NX')
-          await this.redis.pexpire(`tag:${tag}`, ttl, 'GT')
-        }),
-      ])
+      // The tag index lets a purge by tag find the keys: per tag, a sorted set of keys scored by when
+      // they expire. Each write drops the members already expired and keeps the set only as long as its
+      // last member, so no tag index outlives or outgrows the keys it lists. One slot per tag on a Cluster.
+      await Promise.all(
+        entry.tags.map((tag) =>
+          this.redis
+            .multi()
+            .zadd(tagIndex(tag), now + ttl, key)
+            .zremrangebyscore(tagIndex(tag), '-inf', now)
+            .pexpire(tagIndex(tag), ttl, 'NX')
+            .pexpire(tagIndex(tag), ttl, 'GT')
+            .exec(),
+        ),
+      )
       return true
     } catch (err) {
       this.failed(err, 'set')
@@ -99,13 +108,13 @@ export class RedisL2 {
     }
   }
 
-  /** Keys of entries carrying one of these tags, dropping the tag sets; every key is then deleted. */
+  /** Keys of entries carrying one of these tags, dropping the tag indexes; every key is then deleted. */
   async deleteTagged(tags: readonly string[]): Promise<string[]> {
     try {
       const keys = new Set<string>()
       for (const tag of tags) {
-        for (const key of await this.redis.smembers(`tag:${tag}`)) keys.add(key)
-        await this.redis.del(`tag:${tag}`)
+        for (const key of await this.redis.zrange(tagIndex(tag), 0, -1)) keys.add(key)
+        await this.redis.del(tagIndex(tag))
       }
       await Promise.all([...keys].map((key) => this.redis.del(key)))
       return [...keys]
@@ -131,6 +140,16 @@ export class RedisL2 {
       return (await this.redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK'
     } catch (err) {
       this.failed(err, 'lock')
+      return undefined
+    }
+  }
+
+  /** Whether a render lock is held; undefined when Redis cannot say. */
+  async isLocked(key: string): Promise<boolean | undefined> {
+    try {
+      return (await this.redis.exists(key)) === 1
+    } catch (err) {
+      this.failed(err, 'lock check')
       return undefined
     }
   }

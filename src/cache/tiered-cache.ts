@@ -152,10 +152,10 @@ export class TieredCache {
     this.l1.set(key, response, localFreshUntil)
   }
 
-  /** Into both tiers. */
-  async store(key: string, response: CachedResponse): Promise<void> {
+  /** Into both tiers (L1 only with `shared: false`). */
+  async store(key: string, response: CachedResponse, options: { shared?: boolean } = {}): Promise<void> {
     this.storeLocal(key, response)
-    await this.l2?.set(key, response)
+    if (options.shared !== false) await this.l2?.set(key, response)
   }
 
   /**

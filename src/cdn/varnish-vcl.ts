@@ -28,7 +28,7 @@ const escapeRegex = (value: string): string => value.replace(/[.*+?^${}()|[\]\\]
  * them in: it decides the default when none is marked, and which segment a utm_source two segments claim
  * goes to). The output lists segments by slug, so the same segments always give the same bytes.
  */
-export function renderVarnishVcl(segments: readonly VclSegment[]): string {
+export function renderVarnishVcl(segments: readonly VclSegment[], options: { queryAllowlist?: Iterable<string> } = {}): string {
   for (const segment of segments) {
     if (!SLUG.test(segment.slug)) throw new DomainError('CONFLICT', `segment ${JSON.stringify(segment.slug)} is not a slug the VCL can hold (lower-case letters, digits, - and _)`)
     for (const source of segment.utmSources) {
@@ -45,8 +45,40 @@ export function renderVarnishVcl(segments: readonly VclSegment[]): string {
   })
   const allowlist = slugs.map(escapeRegex).join('|')
   const listed = slugs.map((slug) => (slug === directory.defaultSlug ? `${slug} (default)` : slug)).join(', ')
-  return header(listed) + backend + resolveSegment(allowlist, utmRules, directory.defaultSlug) + tail
+  const allowedParams = [...new Set(options.queryAllowlist ?? [])].sort()
+  for (const name of allowedParams) {
+    if (!/^[a-z0-9_.~-]{1,64}$/.test(name)) throw new DomainError('CONFLICT', `query parameter ${JSON.stringify(name)} is not one the VCL can hold`)
+  }
+  return header(listed) + backend + resolveSegment(allowlist, utmRules, directory.defaultSlug) + normalizeUrl(allowedParams) + tail
 }
+
+/**
+ * The query the cache is keyed on: only QUERY_ALLOWLIST's parameters, sorted (the origin redirects any
+ * other away, so keying on them would only split the cache). Names compare case-insensitively, as at the
+ * origin. Tracking parameters can never be allowed (config.ts), so they always go.
+ */
+const normalizeUrl = (allowed: readonly string[]): string =>
+  allowed.length === 0
+    ? String.raw`# No page reads a query parameter (QUERY_ALLOWLIST is empty): none is part of the key, tracking
+# parameters included. The segment was resolved before this (utm_source included).
+sub vo_normalize_url {
+    if (req.url ~ "\?") {
+        set req.url = regsub(req.url, "\?.*$", "");
+    }
+}
+
+`
+    : String.raw`# Only QUERY_ALLOWLIST's parameters (${allowed.join(', ')}) are part of the key, sorted; every other one
+# (tracking parameters always) is dropped from the URL the cache is keyed on and the origin sees.
+sub vo_normalize_url {
+    if (req.url ~ "\?") {
+        set req.url = regsuball(req.url, "(?i)(?<=[?&])(?!(?:${allowed.map(escapeRegex).join('|')})(?:=|&|$))[^&]*(?:&|$)", "");
+        set req.url = std.querysort(req.url);
+        set req.url = regsub(req.url, "[?&]+$", "");
+    }
+}
+
+`
 
 const header = (listed: string): string => `vcl 4.1;
 
@@ -76,9 +108,9 @@ function resolveSegment(allowlist: string, utmRules: ReadonlyArray<{ slug: strin
       ? `
     # No segment has utm_sources: utm_source never chooses a segment here, nor at the origin.`
       : String.raw`
-    if (req.url ~ "[?&]utm_source=") {
+    if (req.url ~ "(?i)[?&]utm_source=") {
         # The first utm_source counts. The rules: the segments' utm_sources, as the origin reads them.
-        set req.http.x-vo-utm = std.tolower(regsub(req.url, "^[^?]*\?(?:[^&]*&)*?utm_source=([^&#]*).*$", "\1"));
+        set req.http.x-vo-utm = std.tolower(regsub(req.url, "(?i)^[^?]*\?(?:[^&]*&)*?utm_source=([^&#]*).*$", "\1"));
         ${utmRules.map(({ slug, pattern }) => utmBranch(slug, pattern)).join(' els')}
         unset req.http.x-vo-utm;
         if (req.http.x-vo-segment-source == "utm") {
@@ -200,19 +232,8 @@ sub vcl_recv {
 
 `
 
-// From vo_normalize_url to the end of the file: nothing here depends on the segments either.
-const tail = String.raw`# Tracking parameters identify a click, not content (url-normalize.ts TRACKING_PARAMS and utm_*):
-# dropped from the URL the cache is keyed on and the origin sees; the rest sorted. The origin still
-# redirects whatever else is not canonical (case, slashes), and that 301 is cached too.
-sub vo_normalize_url {
-    if (req.url ~ "\?") {
-        set req.url = regsuball(req.url, "(?i)(?<=[?&])(?:utm_[^=&]*|gclid|gclsrc|dclid|gbraid|wbraid|fbclid|msclkid|yclid|twclid|ttclid|li_fat_id|igshid|mc_cid|mc_eid|_ga|_gl|_hsenc|_hsmi|ref|ref_src|srsltid)(?:=[^&]*)?(?:&|$)", "");
-        set req.url = std.querysort(req.url);
-        set req.url = regsub(req.url, "[?&]+$", "");
-    }
-}
-
-# One site: the key is the path and query (Vary adds the segment). Not the Host, so that a purge the
+// From vcl_hash to the end of the file: nothing here depends on the segments or the settings.
+const tail = String.raw`# One site: the key is the path and query (Vary adds the segment). Not the Host, so that a purge the
 # origin sends to varnish:80 reaches the pages browsers fetched as localhost:8080.
 sub vcl_hash {
     hash_data(req.url);

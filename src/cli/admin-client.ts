@@ -28,3 +28,29 @@ export async function getFromOrigin(baseUrl: string, adminToken: string | undefi
   if (!response.ok) throw new Error(`${response.status} from ${path}: ${text}`)
   return text
 }
+
+/** A background job as `GET /admin/jobs/:id` reports it (routes/admin-jobs.ts). */
+export interface OriginJob {
+  id: string
+  state: 'running' | 'done' | 'failed'
+  progress: unknown
+  result: unknown
+  error: string | null
+}
+
+/**
+ * Follows a job the origin started (its `location`, e.g. `/admin/jobs/<id>`) until it is no longer
+ * running: its result when done, an error naming the job and its error when it failed. `onProgress`
+ * sees each answer while it runs. Jobs live on the instance that runs them: `baseUrl` must reach that
+ * instance, not a balancer in front of several.
+ */
+export async function followJob(baseUrl: string, adminToken: string | undefined, location: string, options: { intervalMs?: number; onProgress?: (job: OriginJob) => void } = {}): Promise<unknown> {
+  const { intervalMs = 1_000, onProgress } = options
+  for (;;) {
+    const job = JSON.parse(await getFromOrigin(baseUrl, adminToken, location)) as OriginJob
+    if (job.state === 'done') return job.result
+    if (job.state === 'failed') throw new Error(`job ${job.id} failed: ${job.error ?? 'no reason given'} (progress: ${JSON.stringify(job.progress)})`)
+    onProgress?.(job)
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
+  }
+}

@@ -4,6 +4,7 @@
 
 import { isCanonicalPagePath } from '../http/url-normalize.ts'
 import type { Problem } from '../errors.ts'
+import { unstorableText } from '../storable-text.ts'
 import type { SegmentDirectory } from '../segments/segment-resolution.ts'
 
 export const EVENT_TYPES = ['view', 'click', 'cta_click', 'scroll_depth', 'conversion', 'form_submit', 'video_play', 'share'] as const
@@ -60,9 +61,18 @@ function checkEvent(raw: unknown, record: number, now: number | undefined, probl
   }
   const before = problems.length
   for (const key of Object.keys(raw)) if (!EVENT_FIELDS.has(key)) problem(key, `unknown field; an event has ${[...EVENT_FIELDS].join(', ')}`)
+  // A string the database cannot store is named as such, in place of the field's other checks.
+  const unstorable = new Set<string>()
+  for (const field of ['type', 'path', 'segment']) {
+    const text = raw[field]
+    const message = typeof text === 'string' ? unstorableText(text) : undefined
+    if (message === undefined) continue
+    problem(field, message)
+    unstorable.add(field)
+  }
   const { type, path, segment, variant, value, ts } = raw
-  if (!isEventType(type)) problem('type', `${JSON.stringify(type) ?? 'missing'}: expected one of ${EVENT_TYPES.join(', ')}`)
-  if (typeof path !== 'string' || path.length > MAX_PATH_LENGTH || !isCanonicalPagePath(path)) {
+  if (!unstorable.has('type') && !isEventType(type)) problem('type', `${JSON.stringify(type) ?? 'missing'}: expected one of ${EVENT_TYPES.join(', ')}`)
+  if (!unstorable.has('path') && (typeof path !== 'string' || path.length > MAX_PATH_LENGTH || !isCanonicalPagePath(path))) {
     problem('path', `${JSON.stringify(path) ?? 'missing'}: expected a canonical page path (lower case, no trailing slash, no query), such as /pricing`)
   }
   if (segment !== undefined && typeof segment !== 'string') problem('segment', 'expected a segment slug (a string)')

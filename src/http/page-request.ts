@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { resolveSegment, type SegmentDirectory, type SegmentSource } from '../segments/segment-resolution.ts'
 import type { ConditionalHeaders } from './conditional.ts'
-import { type NormalizedUrl, normalizeRequestUrl } from './url-normalize.ts'
+import { type NormalizedUrl, normalizeRequestUrl, utmSourceOf } from './url-normalize.ts'
 
 export interface PageRequest {
   /** canonical (serve it), redirect (301 to the canonical URL) or invalid (can never be a page: 404). */
@@ -17,6 +17,12 @@ export interface PageRequest {
    * something a shared cache does not key on (the cookie, a utm rule), so the answer is for this browser only.
    */
   cacheability: 'shared' | 'private'
+  /**
+   * The URL carries a utm_source one of the segments' rules names: its redirect is decided by more than
+   * the URL (the rule sets the segment cookie unless a header or cookie already chose one), so no shared
+   * cache may keep it.
+   */
+  campaign: boolean
   conditional: ConditionalHeaders
 }
 
@@ -26,19 +32,18 @@ export interface RawPageRequest {
   headers: IncomingHttpHeaders
 }
 
-export function parsePageRequest(request: RawPageRequest, segments: SegmentDirectory): PageRequest {
+/** `queryAllowlist`: the query parameters pages keep (QUERY_ALLOWLIST); every other one is redirected away. */
+export function parsePageRequest(request: RawPageRequest, segments: SegmentDirectory, queryAllowlist?: ReadonlySet<string>): PageRequest {
   const { url, headers } = request
   const queryAt = url.indexOf('?')
-  const { segment, source } = resolveSegment(segments, {
-    header: headers['x-segment'],
-    cookieHeader: headers.cookie,
-    utmSource: queryAt === -1 ? undefined : new URLSearchParams(url.slice(queryAt + 1)).get('utm_source'),
-  })
+  const utmSource = queryAt === -1 ? undefined : utmSourceOf(url.slice(queryAt + 1, url.includes('#') ? url.indexOf('#') : undefined))
+  const { segment, source } = resolveSegment(segments, { header: headers['x-segment'], cookieHeader: headers.cookie, utmSource })
   return {
-    target: normalizeRequestUrl(url),
+    target: normalizeRequestUrl(url, queryAllowlist),
     segment,
     segmentSource: source,
     cacheability: source === 'cookie' || source === 'utm' ? 'private' : 'shared',
+    campaign: utmSource !== undefined && segments.utmRules.has(utmSource.trim().toLowerCase()),
     conditional: { ifNoneMatch: headers['if-none-match'], ifModifiedSince: headers['if-modified-since'] },
   }
 }

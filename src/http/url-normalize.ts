@@ -1,11 +1,20 @@
 // URL normalization for the page path: one canonical URL per page, so the CDN and the origin cache
 // hold one entry per page, and a redirect can only ever point at a path on this same origin.
 
-/** Query parameters that identify a click, not content: dropped from every page URL. */
+/**
+ * Query parameters that identify a click, not content. Every parameter not on QUERY_ALLOWLIST is dropped
+ * from page URLs; these never can be allowed, and the CDN (the VCL) strips them before its cache key.
+ */
 export const TRACKING_PARAMS: ReadonlySet<string> = new Set([
   'gclid', 'gclsrc', 'dclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'yclid', 'twclid', 'ttclid',
   'li_fat_id', 'igshid', 'mc_cid', 'mc_eid', '_ga', '_gl', '_hsenc', '_hsmi', 'ref', 'ref_src', 'srsltid',
 ])
+
+/** The utm_source value, the first one, whatever the case of its name (as the VCL reads it). */
+export function utmSourceOf(rawQuery: string): string | undefined {
+  for (const [name, value] of new URLSearchParams(rawQuery)) if (name.toLowerCase() === 'utm_source') return value
+  return undefined
+}
 
 export function isTrackingParam(name: string): boolean {
   const lower = name.toLowerCase()
@@ -29,11 +38,15 @@ const MAX_URL_LENGTH = 2048
 /** Lower-case path segments that cannot be '.' or '..' (they never start with a dot), no query: canonical as is. */
 const ALREADY_CANONICAL = /^\/(?:[a-z0-9_~-][a-z0-9._~-]*(?:\/[a-z0-9_~-][a-z0-9._~-]*)*)?$/
 
+const NO_PARAMETERS: ReadonlySet<string> = new Set()
+
 /**
- * Normalizes a raw request target (path and query as received).
+ * Normalizes a raw request target (path and query as received). Query parameter names are compared
+ * in lower case, as every rule here does; only those in `queryAllowlist` (lower case) are kept, under
+ * their lower-case name, sorted; every other one (tracking or not) is dropped by the redirect.
  * The path is never parsed as a URL: `//evil.example/x` stays a path on this origin.
  */
-export function normalizeRequestUrl(rawUrl: string): NormalizedUrl {
+export function normalizeRequestUrl(rawUrl: string, queryAllowlist: ReadonlySet<string> = NO_PARAMETERS): NormalizedUrl {
   if (rawUrl.length > MAX_URL_LENGTH || !rawUrl.startsWith('/')) return { kind: 'invalid' }
   // The hot path: the CDN sends canonical URLs almost always; one regex settles them.
   if (ALREADY_CANONICAL.test(rawUrl)) return { kind: 'canonical', path: rawUrl }
@@ -47,8 +60,11 @@ export function normalizeRequestUrl(rawUrl: string): NormalizedUrl {
   if (path === undefined) return { kind: 'invalid' }
 
   const kept: Array<[string, string]> = []
-  for (const [name, value] of new URLSearchParams(rawQuery)) {
-    if (!isTrackingParam(name)) kept.push([name, value])
+  if (queryAllowlist.size > 0) {
+    for (const [name, value] of new URLSearchParams(rawQuery)) {
+      const lower = name.toLowerCase()
+      if (queryAllowlist.has(lower)) kept.push([lower, value])
+    }
   }
   kept.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
   const query = new URLSearchParams(kept)

@@ -5,6 +5,7 @@ import { isCanonicalPagePath } from '../http/url-normalize.ts'
 import { estimateTokens, MAX_TOKENS_PER_INPUT } from '../embeddings/embedder.ts'
 import type { PageKind, PageStatus } from '../db/schema.ts'
 import type { Problem } from '../errors.ts'
+import { unstorableJson, unstorableText } from '../storable-text.ts'
 
 
 export interface PageInput {
@@ -67,6 +68,12 @@ class RecordReader {
     }
     if (typeof value !== 'string') {
       this.fail(field, `must be a string, got ${Array.isArray(value) ? 'array' : typeof value}`)
+      return ''
+    }
+    // What the database cannot store is reported instead of the field's other checks, and read as absent.
+    const unstorable = unstorableText(value)
+    if (unstorable !== undefined) {
+      this.fail(field, unstorable)
       return ''
     }
     if (value.length < (options.min ?? 0)) this.fail(field, `must be at least ${options.min} characters`)
@@ -169,7 +176,13 @@ export function validateVariants(records: readonly unknown[], knownSegments: Rea
     if (rawFeatures !== undefined) {
       if (!Array.isArray(rawFeatures) || rawFeatures.length > 12 || rawFeatures.some((f) => typeof f !== 'string' || f.length === 0 || f.length > 200)) {
         r.fail('features', 'must be an array of at most 12 non-empty strings of at most 200 characters')
-      } else features = rawFeatures as string[]
+      } else {
+        features = rawFeatures as string[]
+        features.forEach((feature, i) => {
+          const unstorable = unstorableText(feature)
+          if (unstorable !== undefined) r.fail(`features[${i}]`, unstorable)
+        })
+      }
     }
     const ctaUrl = r.string('cta_url', { max: 2048, fallback: '' })
     if (ctaUrl !== '' && !(/^\/(?!\/)\S*$/.test(ctaUrl) || HTTPS_URL.test(ctaUrl))) r.fail('cta_url', 'must be a path on this site (/signup) or an absolute https URL')
@@ -177,7 +190,12 @@ export function validateVariants(records: readonly unknown[], knownSegments: Rea
     if (record.metadata !== undefined) {
       if (typeof record.metadata !== 'object' || record.metadata === null || Array.isArray(record.metadata)) r.fail('metadata', 'must be a JSON object')
       else if (JSON.stringify(record.metadata).length > 10_000) r.fail('metadata', 'must be at most 10,000 characters as JSON')
-      else metadata = record.metadata as Record<string, unknown>
+      else {
+        // jsonb refuses \u0000 and unpaired surrogates in any key or string, at any depth.
+        const unstorable = unstorableJson(record.metadata, 'metadata')
+        if (unstorable !== undefined) r.fail(unstorable.path, unstorable.message)
+        else metadata = record.metadata as Record<string, unknown>
+      }
     }
     const variant: VariantInput = {
       record: index,

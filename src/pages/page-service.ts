@@ -93,6 +93,7 @@ export class PageService {
   private readonly standInHeaders: Record<string, string>
   /** The render version and settings fingerprint in every key (PageRenderer.generation). */
   readonly generation: string
+  private invalidPathResponse: CachedResponse | undefined
 
   constructor(options: PageServiceOptions) {
     this.cache = options.cache
@@ -122,7 +123,13 @@ export class PageService {
   private slot(path: string, segment: string): RenderSlot {
     const pageKey = this.pageKey(path)
     const segmentKey = this.segmentKey(path, segment)
-    return { key: segmentKey, readKeys: [pageKey, segmentKey], storeKey: (response) => (response.perSegment ? segmentKey : pageKey) }
+    return {
+      key: segmentKey,
+      readKeys: [pageKey, segmentKey],
+      storeKey: (response) => (response.perSegment ? segmentKey : pageKey),
+      // A 404 stays in this instance's L1 (bounded in bytes): one per junk path in Redis would grow without bound.
+      shared: (response) => response.status !== 404,
+    }
   }
 
   get databaseCircuitState(): CircuitState {
@@ -201,14 +208,10 @@ export class PageService {
     }
   }
 
-  /** A 404 for a request path that can never be a page (bad characters, too long), cached like any 404. */
+  /** A 404 for a request path that can never be a page (bad characters, too long): no-store, built once. */
   serveInvalidPath(): ServedPage {
-    const key = `!invalid|${this.generation}`
-    const hit = this.cache.peekLocal(key)
-    if (hit !== undefined && Date.now() < hit.localFreshUntil) return { response: hit.response, cacheResult: 'HIT-L1' }
-    const response = this.renderer.notFound('')
-    this.cache.storeLocal(key, response, response.freshUntil)
-    return { response, cacheResult: 'MISS' }
+    this.invalidPathResponse ??= this.renderer.invalidPath()
+    return { response: this.invalidPathResponse, cacheResult: 'MISS' }
   }
 
   /** XFetch on a fresh L1 hit; far from expiry (more than 10 render times) the draw could never fire, so skip it. */
@@ -266,6 +269,7 @@ export class PageService {
     if (fresh !== undefined) return { outcome: 'skipped', perSegment: fresh.perSegment }
     try {
       const response = await this.renderer.render(path, segment)
+      if (!slot.shared(response)) return { outcome: 'skipped', perSegment: false }
       const key = slot.storeKey(response)
       // A stale entry is replaced; a missing one is only written if live traffic has not meanwhile.
       const written = await this.cache.storeShared(key, response, { onlyIfAbsent: existing[slot.readKeys.indexOf(key)] === undefined })

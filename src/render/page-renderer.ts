@@ -98,6 +98,16 @@ export class PageRenderer {
     return response
   }
 
+  /**
+   * The 404 for a request path that can never be a page (bad characters, too long): an error, not a
+   * page's deliberate negative cache, so no cache keeps it.
+   */
+  invalidPath(): CachedResponse {
+    const response = this.entry(404, renderNotFound(this.settings.publicBaseUrl, ''), new Date(0), { 'cache-control': 'no-store' }, undefined, Date.now(), [])
+    response.freshUntil = response.swrUntil = response.staleUntil = 0
+    return response
+  }
+
   private async renderCounted(path: string, segment: string): Promise<CachedResponse> {
     const started = Date.now()
     try {

@@ -10,6 +10,8 @@ import type { TieredCache } from '../cache/tiered-cache.ts'
 export interface RenderLocks {
   /** true: this instance renders; false: another one is; undefined: Redis cannot say (render anyway). */
   tryLock(key: string, token: string, ttlMs: number): Promise<boolean | undefined>
+  /** Whether the lock is still held; undefined when Redis cannot say. */
+  isLocked(key: string): Promise<boolean | undefined>
   unlock(key: string, token: string): Promise<void>
 }
 
@@ -21,6 +23,8 @@ export interface RenderSlot {
   readKeys: readonly string[]
   /** Where a render is stored: which key depends on what it turned out to be. */
   storeKey(response: CachedResponse): string
+  /** false for a render kept in this instance's L1 only (a 404: one per junk path would fill Redis). */
+  shared(response: CachedResponse): boolean
 }
 
 export interface RenderCoordinatorOptions {
@@ -75,7 +79,7 @@ export class RenderCoordinator {
     const lockKey = `lock:${slot.key}`
     const locked = this.locks === null ? undefined : await this.locks.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS)
     if (locked === false) {
-      const theirs = await this.waitForWinner(slot.readKeys)
+      const theirs = await this.waitForWinner(slot.readKeys, lockKey)
       if (theirs !== undefined) {
         this.cache.storeLocal(theirs.key, theirs.response)
         return theirs.response
@@ -91,19 +95,24 @@ export class RenderCoordinator {
         }
       }
       const response = await render()
-      await this.cache.store(slot.storeKey(response), response)
+      await this.cache.store(slot.storeKey(response), response, { shared: slot.shared(response) })
       return response
     } finally {
       if (locked === true) await this.locks?.unlock(lockKey, this.lockToken)
     }
   }
 
-  private async waitForWinner(keys: readonly string[]): Promise<{ key: string; response: CachedResponse } | undefined> {
+  /**
+   * The winner's entry from L2, polled until the lock is released: a winner that unlocked without
+   * writing to L2 (a 404, a failed render) sends the losers to render at once, not after LOCK_WAIT_MS.
+   */
+  private async waitForWinner(keys: readonly string[], lockKey: string): Promise<{ key: string; response: CachedResponse } | undefined> {
     const deadline = Date.now() + LOCK_WAIT_MS
     while (Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS))
       const entry = await this.cache.freshShared(keys)
       if (entry !== undefined) return entry
+      if ((await this.locks?.isLocked(lockKey)) === false) return undefined
     }
     return undefined
   }

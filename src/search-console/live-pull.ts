@@ -24,7 +24,10 @@ export function parseServiceAccountKey(text: string): ServiceAccountKey {
   try {
     parsed = JSON.parse(text)
   } catch (err) {
-    throw new DomainError('VALIDATION_FAILED', `the service account key is not JSON: ${(err as Error).message}`)
+    // V8's message quotes the text around the error, which here is the private key: give the place only.
+    const at = /at position (\d+)(?: \(line (\d+) column (\d+)\))?/.exec((err as Error).message)
+    const where = at === null ? '' : at[2] === undefined ? ` (at character ${Number(at[1]) + 1})` : ` (at line ${at[2]} column ${at[3]})`
+    throw new DomainError('VALIDATION_FAILED', `the service account key is not JSON${where}; expected the JSON key file the Cloud console downloads`)
   }
   const key = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>
   const problems: string[] = []

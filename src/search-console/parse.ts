@@ -4,6 +4,7 @@
 
 import type { Problem } from '../errors.ts'
 import { normalizeRequestUrl } from '../http/url-normalize.ts'
+import { unstorableText } from '../storable-text.ts'
 
 export interface SearchConsoleRow {
   url: string
@@ -68,8 +69,11 @@ export function validateSearchAnalyticsRows(records: readonly unknown[]): { rows
     for (const key of Object.keys(record)) if (!ROW_FIELDS.has(key)) problems.push({ record: index, field: key, message: 'is not a Search Analytics row field (keys, clicks, impressions, ctr, position)' })
     const keys = record.keys
     let url = ''
+    const unstorable = Array.isArray(keys) && typeof keys[0] === 'string' ? unstorableText(keys[0]) : undefined
     if (!Array.isArray(keys) || keys.length !== 1 || typeof keys[0] !== 'string') {
       problems.push({ record: index, field: 'keys', message: 'must be [page URL] (query the API with dimensions ["page"])' })
+    } else if (unstorable !== undefined) {
+      problems.push({ record: index, field: 'keys', message: `the page URL ${unstorable}` })
     } else if (!isPageUrl(keys[0])) {
       problems.push({ record: index, field: 'keys', message: `${JSON.stringify(keys[0].slice(0, 200))} is not an absolute http(s) URL` })
     } else url = keys[0]
@@ -159,7 +163,9 @@ export function parsePerformanceCsv(text: string): { rows: SearchConsoleRow[]; p
     const cell = (key: keyof typeof COLUMNS) => cells[at[key]] ?? ''
     const start = problems.length
     const url = cell('url').trim()
-    if (!isPageUrl(url)) problems.push({ record: index, field: names.url, message: `line ${line}: ${JSON.stringify(url.slice(0, 200))} is not an absolute http(s) URL` })
+    const unstorable = unstorableText(url)
+    if (unstorable !== undefined) problems.push({ record: index, field: names.url, message: `line ${line}: the URL ${unstorable}` })
+    else if (!isPageUrl(url)) problems.push({ record: index, field: names.url, message: `line ${line}: ${JSON.stringify(url.slice(0, 200))} is not an absolute http(s) URL` })
     const number = (key: 'clicks' | 'impressions' | 'ctr' | 'position', rule: NumberRule) => {
       const raw = cell(key)
       const value = exportNumber(raw, key === 'ctr')

@@ -48,7 +48,7 @@ t.test('every bad value is named with what it accepts', async (t) => {
     [{ L1_MAX_BYTES: '10' }, /L1_MAX_BYTES="10": expected an integer from 1048576/],
     [{ PURGE_TARGETS: 'akamai' }, /PURGE_TARGETS: "akamai" is not one of varnish, fastly, cloudflare/],
     [{ PURGE_TARGETS: 'fastly' }, /FASTLY_SERVICE_ID: required when PURGE_TARGETS includes fastly/],
-    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN=.*expected at least 16 printable characters/],
+    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN must be at least 16 characters \(got 5\)/],
     [{ EVENTS_STREAM_MAXLEN: '10' }, /EVENTS_STREAM_MAXLEN="10": expected an integer from 1000 to 1000000000/],
     [{ EVENTS_RATE_LIMIT_PER_MINUTE: '0' }, /EVENTS_RATE_LIMIT_PER_MINUTE="0": expected an integer from 1/],
     [{ EVENTS_BATCH_SIZE: '5000' }, /EVENTS_BATCH_SIZE="5000": expected an integer from 1 to 1000/],
@@ -62,6 +62,34 @@ t.test('every bad value is named with what it accepts', async (t) => {
   const error = t.throws(() => loadConfig({ PORT: 'x', CDN_FLAVOUR: 'y' })) as ConfigError
   t.equal(error.problems.length, 2, 'all problems reported at once')
   t.notMatch(String(t.throws(() => loadConfig({ DATABASE_URL: 'mysql://user:secret@h/d' }))), /secret/, 'a password is never echoed')
+})
+
+t.test("a secret's value never appears in a configuration error", async (t) => {
+  // Each bad value is distinctive, so finding any piece of it in the message is a leak.
+  const table: Array<[Record<string, string>, string, RegExp]> = [
+    [{ ADMIN_TOKEN: 'sh0rtSecret' }, 'sh0rtSecret', /ADMIN_TOKEN must be at least 16 characters \(got 11\)/],
+    [{ ADMIN_TOKEN: 'adminSecret with a space' }, 'adminSecret', /ADMIN_TOKEN must be printable ASCII without spaces \(character 12 is not\)/],
+    [{ ADMIN_TOKEN: `adminSecret${'x'.repeat(300)}` }, 'adminSecret', /ADMIN_TOKEN must be at most 256 characters \(got 311\)/],
+    [{ METRICS_TOKEN: 'metricsSecret' }, 'metricsSecret', /METRICS_TOKEN must be at least 16 characters \(got 13\)/],
+    [{ OPENAPI_TOKEN: 'openapiSecret' }, 'openapiSecret', /OPENAPI_TOKEN must be at least 16 characters \(got 13\)/],
+    [{ OPENAI_API_KEY: 'sk-openaiSecret\u0001x' }, 'openaiSecret', /OPENAI_API_KEY must be printable ASCII without spaces \(character 16 is not\)/],
+    [{ FASTLY_API_TOKEN: 'fastly Secret' }, 'Secret', /FASTLY_API_TOKEN must be printable ASCII without spaces \(character 7 is not\)/],
+    [{ CLOUDFLARE_API_TOKEN: 'cloudflareSécret' }, 'cloudflareS', /CLOUDFLARE_API_TOKEN must be printable ASCII without spaces \(character 12 is not\)/],
+    [{ DATABASE_URL: 'mysql://user:dbSecret@h/d' }, 'dbSecret', /DATABASE_URL: scheme mysql: is not accepted/],
+    [{ DATABASE_URL: 'user:dbSecret@db.internal:5432/app' }, 'dbSecret', /DATABASE_URL: a value without scheme:\/\/ is not accepted; expected postgres:/],
+    [{ DATABASE_URL: 'postgres://user:db Secret@[bad/app' }, 'Secret', /DATABASE_URL: not a URL/],
+    [{ REDIS_URL: 'http://:redisSecret@h:6379' }, 'redisSecret', /REDIS_URL: scheme http: is not accepted/],
+    [{ REDIS_URL: 'redis://:redis Secret@[h' }, 'Secret', /REDIS_URL: not a URL/],
+    [{ EVENTS_REDIS_URL: 'https://:eventsSecret@h' }, 'eventsSecret', /EVENTS_REDIS_URL: scheme https: is not accepted/],
+    [{ REDIS_CLUSTER_NODES: 'redis://:clusterSecret@h:7000' }, 'clusterSecret', /REDIS_CLUSTER_NODES: expected host:port\[,host:port\.\.\.\] seed nodes \(item 1 of 1 is not host:port\)/],
+  ]
+  for (const [env, secret, message] of table) {
+    const error = t.throws(() => loadConfig(env), message, JSON.stringify(Object.keys(env))) as ConfigError
+    t.notMatch(error.message, secret, `${Object.keys(env)[0]}: the value is not in the message`)
+  }
+  // Good values of the same variables pass and are kept as given.
+  const config = loadConfig({ ADMIN_TOKEN: 'a'.repeat(16), OPENAI_API_KEY: 'sk-proj-AbC_123', FASTLY_API_TOKEN: 'f', CLOUDFLARE_API_TOKEN: 'cf-token' })
+  t.match(config, { adminToken: 'a'.repeat(16), openaiApiKey: 'sk-proj-AbC_123', fastlyApiToken: 'f', cloudflareApiToken: 'cf-token' })
 })
 
 t.test('the server exits non-zero naming the bad variable', async (t) => {

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis'
 import { pageCacheKey } from '../../../src/pages/page-service.ts'
 import { metricValue } from '../../support/metrics.ts'
 import { until } from '../../support/until.ts'
+import { warmAndWait } from '../../support/admin-jobs.ts'
 
 const redis = await privateRedis(t)
 const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'vo-tier:' }
@@ -96,10 +97,11 @@ t.test('warm-up renders the top pages into L2 (per segment only where a page dif
   t.equal(landing, 3, 'the demo: three landing pages (a variant per segment) and the heaviest SEO pages')
   await a.inject({ url: top[0]!.path }) // live traffic got there first for one key
   const renders = await metricValue(a, 'variant_origin_renders_total')
-  const res = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20, concurrency: 4 } })
-  t.equal(res.statusCode, 200, res.body)
+  const res = await warmAndWait(a, auth, { top: 20, concurrency: 4 })
+  t.equal(res.statusCode, 202, res.body)
+  t.equal(res.job?.state, 'done', res.job?.error ?? '')
   const entries = landing * 4 + (20 - landing)
-  t.match(res.json(), { pages: 20, segments: 4, attempted: entries, warmed: entries - 1, skipped: 1, failed: 0, successRate: 1 }, 'an SEO page is one entry; a landing page one per segment')
+  t.match(res.job?.result, { pages: 20, segments: 4, attempted: entries, warmed: entries - 1, skipped: 1, failed: 0, successRate: 1 }, 'an SEO page is one entry; a landing page one per segment')
   t.equal((await metricValue(a, 'variant_origin_renders_total')) - renders, entries - 1, 'one render per entry: an SEO page is rendered once, not once per segment')
   for (const { path, kind } of [...top.slice(0, 3), ...top.slice(-3)]) {
     const results = []
@@ -107,8 +109,8 @@ t.test('warm-up renders the top pages into L2 (per segment only where a page dif
     // Another instance: a landing page's entries are per segment in L2; an SEO page's one entry, once in L1, answers every segment.
     t.same(results, kind === 'landing' ? ['HIT-L2', 'HIT-L2'] : ['HIT-L2', 'HIT-L1'], `${path} warm for another instance`)
   }
-  const again = await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 20 } })
-  t.match(again.json(), { warmed: 0, skipped: entries, successRate: 1 }, 'a second run finds everything fresh')
+  const again = await warmAndWait(a, auth, { top: 20 })
+  t.match(again.job?.result, { warmed: 0, skipped: entries, successRate: 1 }, 'a second run finds everything fresh')
   t.equal((await a.inject({ method: 'POST', url: '/admin/warm', headers: auth, payload: { top: 0 } })).statusCode, 400)
 })
 

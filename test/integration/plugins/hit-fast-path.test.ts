@@ -13,7 +13,8 @@ const responseHeaders = (headers: Headers | Record<string, unknown>): Record<str
 
 t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify route answers them', async (t) => {
   const { lines, stream } = captureLogLines()
-  const config = testConfig({ REDIS_URL: 'off', LOG_LEVEL: 'info' })
+  // The test's requests come from 127.0.0.1, here the trusted proxy whose X-Request-Id is logged.
+  const config = testConfig({ REDIS_URL: 'off', LOG_LEVEL: 'info', TRUST_PROXY: '127.0.0.1' })
   const app = await buildApp(config, { logger: { ...(loggerOptions(config, false) as object), stream } })
   t.teardown(() => app.close())
   const base = await app.listen({ port: 0, host: '127.0.0.1' })

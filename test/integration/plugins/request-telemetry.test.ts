@@ -6,8 +6,9 @@ import { captureLogLines } from '../../support/log-lines.ts'
 t.test('one JSON line per request: request id, route, status, cache result, duration; no secrets', async (t) => {
   const { lines, stream } = captureLogLines()
   const token = 'log-test-admin-token-0123456789'
-  // Redis off: a Redis timeout warning on a loaded machine would be a second line.
-  const config = testConfig({ ADMIN_TOKEN: token, LOG_LEVEL: 'info', REDIS_URL: 'off' })
+  // Redis off: a Redis timeout warning on a loaded machine would be a second line. Requests come from
+  // 127.0.0.1 (inject), here the trusted proxy whose X-Request-Id is used.
+  const config = testConfig({ ADMIN_TOKEN: token, LOG_LEVEL: 'info', REDIS_URL: 'off', TRUST_PROXY: '127.0.0.1' })
   const options = loggerOptions(config, false) as Record<string, unknown>
   const app = await buildApp(config, { logger: { ...options, stream } })
   t.teardown(async () => {

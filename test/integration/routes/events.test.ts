@@ -10,7 +10,8 @@ import { until as waitUntil } from '../../support/until.ts'
 
 const prefix = `vo-test-${process.pid}-events-route:`
 // The consumer is off here: these tests read what the route wrote, before anything consumes it.
-const app = await buildTestApp(t, { REDIS_KEY_PREFIX: prefix, EVENTS_CONSUMER: 'false', EVENTS_RATE_LIMIT_PER_MINUTE: '5', SEED_DEMO: 'false' })
+// inject() connects from 127.0.0.1, named the trusted proxy, so each test's X-Forwarded-For is its client.
+const app = await buildTestApp(t, { REDIS_KEY_PREFIX: prefix, EVENTS_CONSUMER: 'false', EVENTS_RATE_LIMIT_PER_MINUTE: '5', SEED_DEMO: 'false', TRUST_PROXY: '127.0.0.1' })
 // Further instances use the same (embedded) database: one PostgreSQL start per file, not three.
 const sharedDatabase = { DATABASE_URL: app.database.connectionString, DB_POOL_MAX: '1', SEED_DEMO: 'false' }
 const raw = new Redis(TEST_REDIS_URL)

@@ -3,6 +3,7 @@ import t from 'tap'
 import { sql } from 'kysely'
 import { buildTestApp } from '../../helper.ts'
 import { freePort } from '../../support/net.ts'
+import { warmAndWait } from '../../support/admin-jobs.ts'
 
 const TOKEN = 'metrics-test-token-0123456789'
 
@@ -20,8 +21,8 @@ t.test('a scrape after traffic: every family, exact counts, and promtool accepts
   t.equal((await app.inject({ url: seo, headers: { 'if-none-match': (await app.inject({ url: seo })).headers.etag as string } })).statusCode, 304)
   t.equal((await app.inject({ url: '/crm', headers: { 'x-segment': 'enterprise' } })).statusCode, 200, 'a landing page: one vector search')
   t.equal((await app.inject({ url: '/no-such-page' })).statusCode, 404)
-  const warm = await app.inject({ method: 'POST', url: '/admin/warm', headers: { authorization: 'Bearer admin-test-token-0123456789' }, payload: { top: 2 } })
-  t.equal(warm.statusCode, 200, warm.body)
+  const warm = await warmAndWait(app, { authorization: 'Bearer admin-test-token-0123456789' }, { top: 2 })
+  t.equal(warm.statusCode, 202, warm.body)
 
   const res = await app.inject({ url: '/metrics' })
   t.equal(res.statusCode, 200)
@@ -33,14 +34,14 @@ t.test('a scrape after traffic: every family, exact counts, and promtool accepts
   t.equal(sample(body, 'variant_origin_cache_requests_total{tier="l1",result="miss"}'), 3, 'the SEO page, the landing page and the 404 missed L1')
   t.equal(sample(body, 'variant_origin_cache_requests_total{tier="l2",result="miss"}'), 3)
   // The two heaviest pages are the landing pages; the warm-up skips the one key live traffic rendered.
-  t.match(warm.json(), { pages: 2, segments: 4, attempted: 8, warmed: 7, skipped: 1, failed: 0 })
+  t.match(warm.job?.result, { pages: 2, segments: 4, attempted: 8, warmed: 7, skipped: 1, failed: 0 })
   t.equal(sample(body, 'variant_origin_renders_total{outcome="ok"}'), 3 + 7, 'three renders by requests, seven by the warm-up')
   t.equal(sample(body, 'variant_origin_vector_search_duration_seconds_count'), 1 + 7, 'one per landing-page render')
   t.equal(sample(body, 'variant_origin_warmup_success_ratio'), 1)
   t.equal(sample(body, 'http_request_duration_seconds_count{method="GET",route="/*",status_code="200",cache="HIT-L1"}'), 2)
   t.equal(sample(body, 'http_request_duration_seconds_count{method="GET",route="/*",status_code="304",cache="HIT-L1"}'), 1)
   t.equal(sample(body, 'http_request_duration_seconds_count{method="GET",route="/*",status_code="404",cache="MISS"}'), 1)
-  t.equal(sample(body, 'http_request_duration_seconds_count{method="POST",route="/admin/warm",status_code="200",cache="none"}'), 1)
+  t.equal(sample(body, 'http_request_duration_seconds_count{method="POST",route="/admin/warm",status_code="202",cache="none"}'), 1)
   t.equal(sample(body, 'variant_origin_db_pool_connections{state="total"}'), 1, 'the embedded database has a pool of one')
   t.equal(sample(body, 'variant_origin_db_pool_connections{state="waiting"}'), 0)
   t.equal(sample(body, 'variant_origin_circuit_breaker_state{breaker="database"}'), 0, 'closed')

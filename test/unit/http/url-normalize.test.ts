@@ -2,10 +2,11 @@ import t from 'tap'
 import { isCanonicalPagePath, isTrackingParam, normalizeRequestUrl } from '../../../src/http/url-normalize.ts'
 
 t.test('canonical URLs pass through untouched', async (t) => {
-  for (const url of ['/crm#fragment-never-reaches-a-server', '/', '/crm', '/crm/dentists/austin', '/a?b=1&c=2', '/a.b/c_d~e-f']) {
+  for (const url of ['/crm#fragment-never-reaches-a-server', '/', '/crm', '/crm/dentists/austin', '/a.b/c_d~e-f']) {
     const result = normalizeRequestUrl(url)
     t.equal(result.kind, 'canonical', url)
   }
+  t.equal(normalizeRequestUrl('/a?b=1&c=2', new Set(['b', 'c'])).kind, 'canonical', 'allowed parameters, sorted')
 })
 
 t.test('non-canonical URLs redirect to the canonical path', async (t) => {
@@ -13,8 +14,9 @@ t.test('non-canonical URLs redirect to the canonical path', async (t) => {
     ['/crm/?utm_source=x', '/crm'],
     ['/crm?utm_source=linkedin&utm_medium=cpc', '/crm'],
     ['/crm?gclid=1&fbclid=2&msclkid=3&ref=hn', '/crm'],
-    ['/crm?b=2&utm_campaign=x&a=1', '/crm?a=1&b=2'],
-    ['/crm?b=2&a=1', '/crm?a=1&b=2'],
+    ['/crm?b=2&utm_campaign=x&a=1', '/crm'],
+    ['/crm?b=2&a=1', '/crm'],
+    ['/a?b=1&c=2', '/a'],
     ['/CRM/Dentists/Austin', '/crm/dentists/austin'],
     ['/crm//dentists///austin/', '/crm/dentists/austin'],
     ['/crm/./x/../dentists', '/crm/dentists'],
@@ -26,6 +28,21 @@ t.test('non-canonical URLs redirect to the canonical path', async (t) => {
     const result = normalizeRequestUrl(url)
     t.same(result.kind === 'redirect' ? result.location : result, location, url)
   }
+})
+
+t.test('QUERY_ALLOWLIST: allowed names kept in lower case and sorted, every other parameter dropped', async (t) => {
+  const allow = new Set(['a', 'b'])
+  const table: Array<[string, string]> = [
+    ['/crm?b=2&utm_campaign=x&a=1', '/crm?a=1&b=2'],
+    ['/crm?B=2&A=1&c=3', '/crm?a=1&b=2'],
+    ['/crm?b=2&b=1', '/crm?b=1&b=2'],
+    ['/crm?gclid=1&x=1', '/crm'],
+  ]
+  for (const [url, location] of table) {
+    const result = normalizeRequestUrl(url, allow)
+    t.same(result.kind === 'redirect' ? result.location : result, location, url)
+  }
+  t.equal(normalizeRequestUrl('/crm?a=1&b=2', allow).kind, 'canonical')
 })
 
 t.test('a redirect can never leave this origin', async (t) => {

@@ -13,6 +13,10 @@ const rowsOf = (n: number) => Array.from({ length: n }, (_, i) => ({ keys: [`htt
 
 t.test('service account keys', async (t) => {
   t.throws(() => parseServiceAccountKey('{nope'), /not JSON/)
+  // A key file broken inside its private key: the message gives the place, never the key's text.
+  const broken = t.throws(() => parseServiceAccountKey(`{"client_email":"${EMAIL}","private_key": xMIIEvSECRETKEYMATERIAL"}`)) as Error
+  t.match(broken.message, /^the service account key is not JSON; expected the JSON key file/)
+  t.notMatch(broken.message, /MIIEv|SECRET/)
   t.throws(() => parseServiceAccountKey('{"client_email":"x","private_key":1,"token_uri":5}'), /client_email: missing or not an email address; private_key: missing or not a PEM private key; token_uri: must be a URL/)
   t.throws(() => parseServiceAccountKey('null'), /client_email/)
   t.same(parseServiceAccountKey(JSON.stringify({ client_email: EMAIL, private_key: pem })).token_uri, 'https://oauth2.googleapis.com/token')

@@ -84,3 +84,14 @@ t.test('URLs map to canonical page paths; rows of one path add up', async (t) =>
   ])
   t.same(unmatchable, ['https://www.example.test/%C3%9Cber'])
 })
+
+t.test('a URL the database cannot store (NUL, an unpaired surrogate) is named by row, in rows and in the CSV', async (t) => {
+  const row = (url: string) => ({ keys: [url], clicks: 1, impressions: 2, ctr: 0.5, position: 1 })
+  const api = validateSearchAnalyticsRows([row('https://www.example.test/a'), row('https://www.example.test/a\u0000b'), row('https://www.example.test/\ud800')])
+  t.same(api.problems.map((p) => [p.record, p.field]), [[1, 'keys'], [2, 'keys']])
+  t.match(api.problems[0]!.message, /^the page URL contains a NUL character \(U\+0000\) at position 26/)
+  t.match(api.problems[1]!.message, /^the page URL contains an unpaired UTF-16 surrogate \(\\ud800\)/)
+  const csv = parsePerformanceCsv('"Top pages","Clicks","Impressions","CTR","Position"\nhttps://www.example.test/a,1,2,50%,1\nhttps://www.example.test/a\u0000,1,2,50%,1\n')
+  t.same(csv.problems.map((p) => [p.record, p.field]), [[1, 'Top pages']])
+  t.match(csv.problems[0]!.message, /^line 3: the URL contains a NUL character/)
+})
