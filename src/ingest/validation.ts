@@ -76,7 +76,9 @@ class RecordReader {
       this.fail(field, unstorable)
       return ''
     }
-    if (value.length < (options.min ?? 0)) this.fail(field, `must be at least ${options.min} characters`)
+    // An empty required field is a missing one (an empty path or kind would only fail in the database).
+    if (value === '' && options.required === true) this.fail(field, 'is required')
+    else if (value.length < (options.min ?? 0)) this.fail(field, `must be at least ${options.min} characters`)
     else if (value.length > options.max) this.fail(field, `must be at most ${options.max} characters (got ${value.length})`)
     else if (options.pattern !== undefined && !options.pattern.test(value)) this.fail(field, `must be ${options.what ?? `like ${options.pattern}`}`)
     return value

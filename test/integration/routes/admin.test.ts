@@ -63,7 +63,7 @@ t.test('the admin API', async (t) => {
       { record: 1, field: 'kind', message: 'must be "landing" or "seo"' },
       { record: 1, field: 'canonical_url', message: 'must be an absolute https URL such as https://www.example.com/path' },
       { record: 1, field: 'crawl_weight', message: 'must be a number from 0 to 1' },
-      { record: 1, field: 'title', message: 'must be at least 1 characters' },
+      { record: 1, field: 'title', message: 'is required' },
       { record: 2, field: '(record)', message: 'must be a JSON object' },
       { record: 3, field: 'surprise', message: 'is not a known field' },
       { record: 3, field: 'path', message: 'duplicates record 0 in this batch' },
