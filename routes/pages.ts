@@ -15,7 +15,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
   const { config, pages, hitFastPath } = app
   const redirectHeaders = { ...shortLivedCacheHeaders(config, config.redirectTtlSeconds, []), 'content-type': 'text/plain; charset=utf-8' }
   const privateControl = privateCacheControl(config)
-  // Over https the segment cookie is never sent in the clear.
+  // PUBLIC_BASE_URL is https (config.ts refuses anything else): the segment cookie is never sent in the clear.
   const secureCookie = config.publicBaseUrl.startsWith('https:') ? '; Secure' : ''
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
