@@ -1,7 +1,7 @@
 // Page, segment and variant reads for the render path: plain functions over Kysely<Database>.
 
-import { type Kysely, sql } from 'kysely'
-import type { Database, PageKind } from '../db/schema.ts'
+import { type Kysely, type Selectable, sql } from 'kysely'
+import type { ContentVariantsTable, Database, PageKind } from '../db/schema.ts'
 
 export interface PageRow {
   id: number
@@ -74,18 +74,9 @@ export interface PageVariant {
  */
 export async function findPageVariant(db: Kysely<Database>, page: { id: number; vertical: string }, segment: string): Promise<PageVariant> {
   // LEFT JOIN LATERAL over a one-row scope check: kysely has no builder for it.
-  const result = await sql<{
-    in_scope: boolean
-    id: string | null
-    segment: string
-    headline: string
-    subhead: string
-    features: string[]
-    cta_label: string
-    cta_url: string
-    social_proof: string
-    updated_at: Date
-  }>`
+  const result = await sql<
+    { in_scope: boolean; id: string | null } & Pick<Selectable<ContentVariantsTable>, 'segment' | 'headline' | 'subhead' | 'features' | 'cta_label' | 'cta_url' | 'social_proof' | 'updated_at'>
+  >`
     SELECT scope.in_scope, nv.* FROM (
       SELECT EXISTS (
         SELECT 1 FROM content_variants

@@ -6,6 +6,7 @@ import t from 'tap'
 import net from 'node:net'
 import http from 'node:http'
 import { buildTestApp } from '../../helper.ts'
+import { rowsWritten } from '../../support/rows-written.ts'
 import { EVENTS_BODY_LIMIT } from '../../../routes/events.ts'
 
 const TOKEN = 'test-admin-token-0123456789'
@@ -21,15 +22,7 @@ const { db } = app.database
 await app.listen({ port: 0, host: '127.0.0.1' })
 const { port } = app.server.address() as net.AddressInfo
 
-const count = async (table: 'pages' | 'content_variants' | 'segments' | 'search_console_imports' | 'purge_outbox') =>
-  Number((await db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n)
-const written = async () => ({
-  pages: await count('pages'),
-  variants: await count('content_variants'),
-  segments: await count('segments'),
-  imports: await count('search_console_imports'),
-  outbox: await count('purge_outbox'),
-})
+const written = () => rowsWritten(db)
 
 const adminPostRoutes = Object.entries((await app.inject({ url: '/openapi.json' })).json().paths as Record<string, Record<string, unknown>>)
   .filter(([path, methods]) => path.startsWith('/admin/') && 'post' in methods)

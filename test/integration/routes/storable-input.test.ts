@@ -5,6 +5,7 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { buildTestApp, TEST_REDIS_URL } from '../../helper.ts'
+import { rowsWritten } from '../../support/rows-written.ts'
 
 const TOKEN = 'test-admin-token-0123456789'
 const auth = { authorization: `Bearer ${TOKEN}` }
@@ -15,16 +16,9 @@ const { db } = app.database
 const redis = new Redis(TEST_REDIS_URL)
 t.teardown(() => redis.disconnect())
 
-const count = async (table: 'pages' | 'content_variants' | 'segments' | 'search_console_imports' | 'search_console_rows' | 'purge_outbox') =>
-  Number((await db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n)
-/** Everything an input could have written: rows of every table it touches, and the event stream. */
+/** Everything an input could have written: rows of every table it touches, the weights, and the event stream. */
 const written = async () => ({
-  pages: await count('pages'),
-  variants: await count('content_variants'),
-  segments: await count('segments'),
-  imports: await count('search_console_imports'),
-  importRows: await count('search_console_rows'),
-  outbox: await count('purge_outbox'),
+  ...(await rowsWritten(db)),
   weights: (await db.selectFrom('pages').select('crawl_weight').orderBy('id').execute()).map((r) => r.crawl_weight).join(','),
   stream: await redis.xlen(app.events.keys.stream),
 })
