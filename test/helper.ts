@@ -16,6 +16,10 @@ export function testConfig(env: Record<string, string> = {}): Config {
     LOG_LEVEL: 'silent',
     PUBLIC_BASE_URL: 'https://www.example.test',
     REDIS_KEY_PREFIX: `vo-test-${process.pid}:`,
+    // A test drives its app from the same event loop, often in long promise chains that never yield (thousands
+    // of injected requests); under CI's load that reads as a stalled loop and the app sheds the next request
+    // with a 503. Shedding is load-shedding.test.ts's subject, which sets its own thresholds.
+    LOAD_SHED_MAX_EVENT_LOOP_DELAY_MS: '0',
     ...env,
   })
 }
