@@ -17,6 +17,7 @@ import type { FastifyInstance } from 'fastify'
 import type { CachedResponse } from '../src/cache/response-cache.ts'
 import { privateCacheControl } from '../src/http/cache-policy.ts'
 import { isNotModified } from '../src/http/conditional.ts'
+import { chooseCoding, type ContentCoding } from '../src/http/content-coding.ts'
 import { parsePageRequest, type PageRequest } from '../src/http/page-request.ts'
 import { type PageResponseHead, pageResponseHead } from '../src/http/page-response.ts'
 import type { CacheLookup, ServedPage } from '../src/pages/page-service.ts'
@@ -94,20 +95,30 @@ const withLength = (head: PageResponseHead): PageResponseHead => {
 }
 
 /**
- * The two answers a shared (not cookie-keyed) hit can get, built once per cached response by the same
- * pageResponseHead() the Fastify route uses, so a hit costs a lookup and a write.
+ * The two answers a shared (not cookie-keyed) hit can get, per coding, built once per cached response by
+ * the same pageResponseHead() the Fastify route uses, so a hit costs a lookup and a write.
  */
-const headsByResponse = new WeakMap<CachedResponse, Map<string, { full: PageResponseHead; notModified: PageResponseHead }>>()
-function sharedHeads(response: CachedResponse, cacheResult: string): { full: PageResponseHead; notModified: PageResponseHead } {
+interface SharedHeads {
+  full: PageResponseHead
+  notModified: PageResponseHead
+  /** The ETag of the representation `full` carries: what a conditional request is compared with. */
+  etag: string
+}
+const headsByResponse = new WeakMap<CachedResponse, Map<string, SharedHeads>>()
+function sharedHeads(response: CachedResponse, cacheResult: string, coding: ContentCoding | undefined): SharedHeads {
   let byResult = headsByResponse.get(response)
   if (byResult === undefined) headsByResponse.set(response, (byResult = new Map()))
-  let heads = byResult.get(cacheResult)
+  const id = coding === undefined ? cacheResult : `${cacheResult} ${coding}`
+  let heads = byResult.get(id)
   if (heads === undefined) {
+    const accepts = coding === undefined ? [] : [coding]
+    const etag = coding === undefined ? response.etag : response.encodings[coding]!.etag
     heads = {
-      full: withLength(pageResponseHead(response, { cacheResult, conditional: {} })),
-      notModified: pageResponseHead(response, { cacheResult, conditional: { ifNoneMatch: response.etag } }),
+      full: withLength(pageResponseHead(response, { cacheResult, accepts, conditional: {} })),
+      notModified: pageResponseHead(response, { cacheResult, accepts, conditional: { ifNoneMatch: etag } }),
+      etag,
     }
-    byResult.set(cacheResult, heads)
+    byResult.set(id, heads)
   }
   return heads
 }
@@ -134,12 +145,13 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
 
   const answer = (req: IncomingMessage, res: ServerResponse, started: number, served: ServedPage, request: PageRequest): void => {
     const { response, cacheResult } = served
-    const head =
-      request.cacheability === 'private' && response.perSegment
-        ? withLength(pageResponseHead(response, { cacheResult, conditional: request.conditional, privateCacheControl: privateControl }))
-        : response.status === 200 && isNotModified(request.conditional, response.etag, response.lastModified)
-          ? sharedHeads(response, cacheResult).notModified
-          : sharedHeads(response, cacheResult).full
+    let head: PageResponseHead
+    if (request.cacheability === 'private' && response.perSegment) {
+      head = withLength(pageResponseHead(response, { cacheResult, conditional: request.conditional, accepts: request.accepts, privateCacheControl: privateControl }))
+    } else {
+      const heads = sharedHeads(response, cacheResult, chooseCoding(response.encodings, request.accepts))
+      head = response.status === 200 && isNotModified(request.conditional, heads.etag, response.lastModified) ? heads.notModified : heads.full
+    }
     res.writeHead(head.status, head.headers)
     // A HEAD answer carries the GET's Content-Length and no body (writing one would close the connection).
     if (req.method === 'HEAD') res.end()

@@ -20,7 +20,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const directory = app.segments()
-    const { target, segment, segmentSource, cacheability, campaign, conditional } = parsePageRequest(request, directory, config.queryAllowlist)
+    const { target, segment, segmentSource, cacheability, campaign, conditional, accepts } = parsePageRequest(request, directory, config.queryAllowlist)
     request.pageSegment = segment
 
     if (target.kind === 'redirect') {
@@ -40,7 +40,7 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
       target.kind === 'canonical'
         ? await pages.serve(target.path, segment, directory.defaultSlug, hitFastPath.takeLookup(request.raw, target.path, segment))
         : pages.serveInvalidPath()
-    const head = pageResponseHead(response, { cacheResult, conditional, privateCacheControl: cacheability === 'private' ? privateControl : undefined })
+    const head = pageResponseHead(response, { cacheResult, conditional, accepts, privateCacheControl: cacheability === 'private' ? privateControl : undefined })
     reply.code(head.status).headers(head.headers)
     return head.body === undefined ? reply.send() : reply.send(head.body)
   }

@@ -3,21 +3,32 @@
 // an error or a timeout is a miss (or "no lock"), counted, never a failed request.
 
 import type { Cluster, Redis } from 'ioredis'
+import type { ContentCoding, Encodings } from '../http/content-coding.ts'
 import type { CachedResponse } from './response-cache.ts'
 
 interface Logger {
   warn(obj: object, msg: string): void
 }
 
-type Meta = Omit<CachedResponse, 'body' | 'lastModified'> & { lastModified: number }
+/** Where each coded body sits after the identity one: coding, ETag, length in bytes. */
+type CodedPart = [coding: ContentCoding, etag: string, length: number]
+type Meta = Omit<CachedResponse, 'body' | 'lastModified' | 'encodings'> & { lastModified: number; bodyLength: number; coded: CodedPart[] }
 
-/** [4-byte meta length][meta JSON][body]: the body travels as raw bytes, never as base64 or JSON. */
+/** [4-byte meta length][meta JSON][identity body][coded bodies]: bodies travel as raw bytes, never as base64 or JSON. */
 export function encodeEntry(entry: CachedResponse): Buffer {
-  const { body, lastModified, ...rest } = entry
-  const meta = Buffer.from(JSON.stringify({ ...rest, lastModified: lastModified.getTime() } satisfies Meta))
+  const { body, lastModified, encodings, ...rest } = entry
+  const parts: Buffer[] = [body]
+  const coded: CodedPart[] = []
+  for (const coding of ['br', 'gzip'] as const) {
+    const encoded = encodings[coding]
+    if (encoded === undefined) continue
+    coded.push([coding, encoded.etag, encoded.body.length])
+    parts.push(encoded.body)
+  }
+  const meta = Buffer.from(JSON.stringify({ ...rest, lastModified: lastModified.getTime(), bodyLength: body.length, coded } satisfies Meta))
   const header = Buffer.allocUnsafe(4)
   header.writeUInt32BE(meta.length, 0)
-  return Buffer.concat([header, meta, body])
+  return Buffer.concat([header, meta, ...parts])
 }
 
 export function decodeEntry(raw: Buffer): CachedResponse | undefined {
@@ -25,9 +36,14 @@ export function decodeEntry(raw: Buffer): CachedResponse | undefined {
   const metaLength = raw.readUInt32BE(0)
   if (raw.length < 4 + metaLength) return undefined
   try {
-    const meta = JSON.parse(raw.subarray(4, 4 + metaLength).toString('utf8')) as Meta
-    // A view, not a copy: ioredis hands each reply its own buffer.
-    return { ...meta, lastModified: new Date(meta.lastModified), body: raw.subarray(4 + metaLength) }
+    const { bodyLength, coded, ...meta } = JSON.parse(raw.subarray(4, 4 + metaLength).toString('utf8')) as Meta
+    // Views, not copies: ioredis hands each reply its own buffer.
+    let offset = 4 + metaLength
+    const body = raw.subarray(offset, (offset += bodyLength))
+    const encodings: Encodings = {}
+    for (const [coding, etag, length] of coded) encodings[coding] = { body: raw.subarray(offset, (offset += length)), etag }
+    if (offset !== raw.length) return undefined // truncated or not this layout: a miss
+    return { ...meta, lastModified: new Date(meta.lastModified), body, encodings }
   } catch {
     return undefined
   }

@@ -2,10 +2,14 @@
 // ends. Freshness is its callers' business (src/cache/tiered-cache.ts); this is only the memory.
 
 import { LRUCache } from 'lru-cache'
+import type { Encodings } from '../http/content-coding.ts'
 
 export interface CachedResponse {
   status: number
+  /** The identity bytes. */
   body: Buffer
+  /** The same bytes gzip- and brotli-coded at render time, each with its own ETag (empty: not compressed). */
+  encodings: Encodings
   /** Every header the response carries, lower-case names, except the per-request X-Cache. */
   headers: Record<string, string>
   /** The subset a 304 repeats (RFC 9110 section 15.4.5), computed once at render time. */
@@ -37,8 +41,14 @@ export interface L1Entry {
   localFreshUntil: number
 }
 
-/** Fixed overhead counted per entry besides the body: key, headers, bookkeeping. */
+/** Fixed overhead counted per entry besides the bodies: key, headers, bookkeeping. */
 const ENTRY_OVERHEAD_BYTES = 512
+
+/** What an entry's bytes weigh: the identity body and every coded one. */
+export function entryBytes(response: CachedResponse): number {
+  const { br, gzip } = response.encodings
+  return response.body.byteLength + (br?.body.byteLength ?? 0) + (gzip?.body.byteLength ?? 0)
+}
 
 export class ResponseCache {
   private readonly lru: LRUCache<string, L1Entry>
@@ -46,7 +56,7 @@ export class ResponseCache {
   constructor(maxBytes: number) {
     this.lru = new LRUCache<string, L1Entry>({
       maxSize: maxBytes,
-      sizeCalculation: (value, key) => value.response.body.byteLength + key.length + ENTRY_OVERHEAD_BYTES,
+      sizeCalculation: (value, key) => entryBytes(value.response) + key.length + ENTRY_OVERHEAD_BYTES,
       // Entries larger than a tenth of the cache would evict too much: serve them uncached.
       maxEntrySize: Math.max(1, Math.floor(maxBytes / 10)),
     })

@@ -5,6 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { resolveSegment, type SegmentDirectory, type SegmentSource } from '../segments/segment-resolution.ts'
 import type { ConditionalHeaders } from './conditional.ts'
+import { acceptedCodings, type ContentCoding } from './content-coding.ts'
 import { type NormalizedUrl, normalizeRequestUrl, utmSourceOf } from './url-normalize.ts'
 
 export interface PageRequest {
@@ -24,6 +25,8 @@ export interface PageRequest {
    */
   campaign: boolean
   conditional: ConditionalHeaders
+  /** The content codings the client accepts, preferred first (Accept-Encoding); empty: identity only. */
+  accepts: readonly ContentCoding[]
 }
 
 /** What of the raw request is read: node's IncomingMessage and Fastify's request both have these. */
@@ -45,5 +48,6 @@ export function parsePageRequest(request: RawPageRequest, segments: SegmentDirec
     cacheability: source === 'cookie' || source === 'utm' ? 'private' : 'shared',
     campaign: utmSource !== undefined && segments.utmRules.has(utmSource.trim().toLowerCase()),
     conditional: { ifNoneMatch: headers['if-none-match'], ifModifiedSince: headers['if-modified-since'] },
+    accepts: acceptedCodings(headers['accept-encoding']),
   }
 }

@@ -4,6 +4,7 @@
 
 import type { CachedResponse } from '../cache/response-cache.ts'
 import { type ConditionalHeaders, isNotModified } from './conditional.ts'
+import { type ContentCoding, chooseCoding } from './content-coding.ts'
 
 export interface PageResponseHead {
   status: number
@@ -16,6 +17,8 @@ export interface PageResponseOptions {
   /** The X-Cache value: HIT-L1, HIT-L2, STALE, MISS or DEFAULT. */
   cacheResult: string
   conditional: ConditionalHeaders
+  /** The codings the request accepts, preferred first (acceptedCodings()); none: the identity bytes. */
+  accepts?: readonly ContentCoding[]
   /**
    * Set when the segment came from something a shared cache does not key on (cookie, utm): the copy is
    * for this browser only, so this Cache-Control replaces the shared one and the CDN-only headers go.
@@ -26,8 +29,16 @@ export interface PageResponseOptions {
 }
 
 export function pageResponseHead(response: CachedResponse, options: PageResponseOptions): PageResponseHead {
-  const notModified = response.status === 200 && isNotModified(options.conditional, response.etag, response.lastModified)
+  // Each coding is its own representation: its bytes, its ETag; the validators are compared against it.
+  const coding = options.accepts === undefined ? undefined : chooseCoding(response.encodings, options.accepts)
+  const encoded = coding === undefined ? undefined : response.encodings[coding]
+  const etag = encoded === undefined ? response.etag : encoded.etag
+  const notModified = response.status === 200 && isNotModified(options.conditional, etag, response.lastModified)
   const headers: Record<string, string> = { ...(notModified ? response.notModifiedHeaders : response.headers), 'x-cache': options.cacheResult }
+  if (encoded !== undefined) {
+    headers.etag = etag
+    if (!notModified) headers['content-encoding'] = coding!
+  }
   // A stale answer says how old it is, so a CDN counts its TTL from the render, not from now.
   if (options.cacheResult === 'STALE') headers.age = String(Math.max(0, Math.floor(((options.now ?? Date.now()) - response.renderedAt) / 1000)))
   if (options.privateCacheControl !== undefined && response.perSegment) {
@@ -35,7 +46,7 @@ export function pageResponseHead(response: CachedResponse, options: PageResponse
     delete headers['cdn-cache-control']
     delete headers['surrogate-control']
   }
-  return { status: notModified ? 304 : response.status, headers, body: notModified ? undefined : response.body }
+  return { status: notModified ? 304 : response.status, headers, body: notModified ? undefined : (encoded?.body ?? response.body) }
 }
 
 /** Headers a 304 repeats from the full response: caching, tags, validators, Vary (RFC 9110 section 15.4.5). */
@@ -50,16 +61,18 @@ export interface EntryHeaderInput {
   etag: string
   /** Whole seconds (HTTP dates carry no more). */
   lastModified: Date
+  /** The entry is offered gzip/brotli-coded: the bytes then depend on Accept-Encoding too. */
+  compressed: boolean
 }
 
 /** Every header a rendered page entry is stored with, and the subset its 304 repeats, assembled once at render time. */
 export function pageEntryHeaders(input: EntryHeaderInput): { headers: Record<string, string>; notModifiedHeaders: Record<string, string> } {
   const headers: Record<string, string> = { 'content-type': 'text/html; charset=utf-8', ...input.cacheHeaders }
-  // Vary names only what changes the bytes: a page that is the same for every segment is one CDN object.
-  if (input.segment !== undefined) {
-    headers.vary = 'X-Segment'
-    headers['x-segment'] = input.segment
-  }
+  // Vary names only what changes the bytes: a page that is the same for every segment is one CDN object
+  // (one per coding, which caches such as Varnish fold into one compressed object).
+  const vary = [...(input.segment === undefined ? [] : ['X-Segment']), ...(input.compressed ? ['Accept-Encoding'] : [])]
+  if (vary.length > 0) headers.vary = vary.join(', ')
+  if (input.segment !== undefined) headers['x-segment'] = input.segment
   headers['x-content-type-options'] = 'nosniff'
   if (input.status === 200) {
     headers.etag = input.etag

@@ -227,7 +227,18 @@ export class PageService {
   }
 
   private render(path: string, segment: string, refreshing = false): Promise<CachedResponse> {
-    return this.renders.render(this.slot(path, segment), () => this.renderer.render(path, segment), { refreshing })
+    const slot = this.slot(path, segment)
+    return this.renders.render(slot, () => this.renderer.render(path, segment, { onLateEncodings: (original, encoded) => this.storeLateEncodings(slot, original, encoded) }), { refreshing })
+  }
+
+  /**
+   * A render whose compression outlasted the budget went out with the identity bytes; its coded twin
+   * replaces it where it is still the entry held (not if an edit or a newer render replaced it meanwhile).
+   */
+  private storeLateEncodings(slot: RenderSlot, original: CachedResponse, encoded: CachedResponse): void {
+    const key = slot.storeKey(encoded)
+    if (this.cache.peekLocal(key)?.response !== original) return
+    this.cache.store(key, encoded, { shared: slot.shared(encoded) }).catch((err: unknown) => this.log.warn({ err, key }, 'storing the compressed entry failed; the identity one stays'))
   }
 
   /** Drops these paths (their entry for every segment, and each segment's) from L1 here, from L2, and from L1 on the other instances. */
@@ -268,7 +279,7 @@ export class PageService {
     const fresh = existing.find((entry) => entry !== undefined && now < entry.freshUntil)
     if (fresh !== undefined) return { outcome: 'skipped', perSegment: fresh.perSegment }
     try {
-      const response = await this.renderer.render(path, segment)
+      const response = await this.renderer.render(path, segment, { awaitEncodings: true })
       if (!slot.shared(response)) return { outcome: 'skipped', perSegment: false }
       const key = slot.storeKey(response)
       // A stale entry is replaced; a missing one is only written if live traffic has not meanwhile.

@@ -11,13 +11,15 @@ import type { Database } from '../db/schema.ts'
 import { DomainError } from '../errors.ts'
 import { cacheTag, type CachePolicySettings, type HeaderMap, pathJitterFactor, publicCacheHeaders, sharedTtlForPage, shortLivedCacheHeaders } from '../http/cache-policy.ts'
 import { strongEtag } from '../http/conditional.ts'
+import { compressBody, type Encodings, hasEncodings, isCompressible } from '../http/content-coding.ts'
 import { fnv1a32 } from '../hash.ts'
 import { pageEntryHeaders } from '../http/page-response.ts'
 import { findPageVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from '../pages/page-repository.ts'
+import { TIMED_OUT, withTimeout } from '../timeout.ts'
 import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } from './page-templates.ts'
 
 /** Bumped when templates change, so entries rendered by an older release are never served. */
-export const RENDER_VERSION = 3
+export const RENDER_VERSION = 4
 
 const INDEX_LINKS_PER_VERTICAL = 25
 
@@ -26,6 +28,18 @@ export interface PageRendererSettings extends CachePolicySettings {
   notFoundTtlSeconds: number
   relatedLinks: number
   originFreshSeconds: number
+  /** A render that reaches it with its compression unfinished answers with the identity bytes (RENDER_BUDGET_MS). */
+  renderBudgetMs: number
+}
+
+export interface RenderOptions {
+  /**
+   * Wait for the gzip/brotli bytes however long they take (warm-up: nobody is waiting). Otherwise a
+   * compression still running when the render budget is spent is left to finish off the request path.
+   */
+  awaitEncodings?: boolean
+  /** Called with the same entry plus its codings when they were finished after the render returned. */
+  onLateEncodings?: (original: CachedResponse, encoded: CachedResponse) => void
 }
 
 export interface RenderMetrics {
@@ -45,13 +59,13 @@ export class PageRenderer {
   private readonly db: Kysely<Database>
   private readonly settings: PageRendererSettings
   private readonly metrics: RenderMetrics
-  private readonly breaker: CircuitBreaker<[string, string], CachedResponse>
+  private readonly breaker: CircuitBreaker<[string, string, RenderOptions], CachedResponse>
 
   constructor(options: PageRendererOptions) {
     this.db = options.db
     this.settings = options.settings
     this.metrics = options.metrics
-    this.breaker = new CircuitBreaker((path: string, segment: string) => this.renderCounted(path, segment), {
+    this.breaker = new CircuitBreaker((path: string, segment: string, options: RenderOptions) => this.renderCounted(path, segment, options), {
       timeout: false,
       errorThresholdPercentage: 50,
       volumeThreshold: 5,
@@ -66,9 +80,9 @@ export class PageRenderer {
   }
 
   /** The page at a canonical path for a segment (a 404 entry when there is none); DATABASE_UNAVAILABLE when the store fails. */
-  async render(path: string, segment: string): Promise<CachedResponse> {
+  async render(path: string, segment: string, options: RenderOptions = {}): Promise<CachedResponse> {
     try {
-      return await this.breaker.fire(path, segment)
+      return await this.breaker.fire(path, segment, options)
     } catch (err) {
       if (err instanceof DomainError) throw err
       throw unavailable(err) // the breaker is open: the database was not even tried
@@ -92,7 +106,7 @@ export class PageRenderer {
     const tags = [cacheTag('template', 'not-found')]
     // Negative caching: brief, and without stale windows, so a page published later shows up quickly.
     const headers: HeaderMap = ttl === 0 ? { 'cache-control': 'no-store' } : shortLivedCacheHeaders(this.settings, ttl, tags)
-    const response = this.entry(404, renderNotFound(this.settings.publicBaseUrl, path), new Date(0), headers, undefined, started, tags)
+    const response = this.entry(404, Buffer.from(renderNotFound(this.settings.publicBaseUrl, path)), {}, new Date(0), headers, undefined, started, tags)
     // A 404 is never served stale: a page published meanwhile must show up within the negative TTL.
     response.freshUntil = response.swrUntil = response.staleUntil = Date.now() + ttl * 1000
     return response
@@ -103,15 +117,15 @@ export class PageRenderer {
    * page's deliberate negative cache, so no cache keeps it.
    */
   invalidPath(): CachedResponse {
-    const response = this.entry(404, renderNotFound(this.settings.publicBaseUrl, ''), new Date(0), { 'cache-control': 'no-store' }, undefined, Date.now(), [])
+    const response = this.entry(404, Buffer.from(renderNotFound(this.settings.publicBaseUrl, '')), {}, new Date(0), { 'cache-control': 'no-store' }, undefined, Date.now(), [])
     response.freshUntil = response.swrUntil = response.staleUntil = 0
     return response
   }
 
-  private async renderCounted(path: string, segment: string): Promise<CachedResponse> {
+  private async renderCounted(path: string, segment: string, options: RenderOptions): Promise<CachedResponse> {
     const started = Date.now()
     try {
-      const response = await this.renderPage(path, segment, started)
+      const response = await this.renderPage(path, segment, started, options)
       this.metrics.rendered('ok', (Date.now() - started) / 1000)
       return response
     } catch (err) {
@@ -121,8 +135,8 @@ export class PageRenderer {
     }
   }
 
-  private async renderPage(path: string, segment: string, started: number): Promise<CachedResponse> {
-    if (path === '/') return this.renderIndex(started)
+  private async renderPage(path: string, segment: string, started: number, options: RenderOptions): Promise<CachedResponse> {
+    if (path === '/') return this.renderIndex(started, options)
     const page = await findPublishedPage(this.db, path)
     if (page === undefined) return this.notFound(path, started)
     let html: string
@@ -141,35 +155,52 @@ export class PageRenderer {
       html = renderSeoPage(page, await findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks))
     }
     const tags = [cacheTag('page', page.id), ...(perSegment ? [cacheTag('segment', segment)] : []), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-    return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, perSegment ? segment : undefined, started, page.path)
+    return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, perSegment ? segment : undefined, started, page.path, options)
   }
 
-  private async renderIndex(started: number): Promise<CachedResponse> {
+  private async renderIndex(started: number, options: RenderOptions): Promise<CachedResponse> {
     const links = await listIndexLinks(this.db, INDEX_LINKS_PER_VERTICAL)
     const lastModified = await latestPageUpdate(this.db)
     const html = renderSiteIndex(this.settings.publicBaseUrl, links)
-    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index')], undefined, started, '/')
+    return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index')], undefined, started, '/', options)
   }
 
-  /** `segment`: the segment the bytes were rendered for, undefined when they are every segment's. */
-  private ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string | undefined, started: number, path: string): CachedResponse {
-    const response = this.entry(200, html, lastModified, publicCacheHeaders(this.settings, sharedTtl, tags), segment, started, tags)
+  /**
+   * `segment`: the segment the bytes were rendered for, undefined when they are every segment's. The
+   * gzip and brotli bytes are made here, once, in the thread pool (a few ms for a page of tens of KB);
+   * compressing a page that would take longer than the render budget (a page of megabytes), the entry
+   * goes out with the identity bytes and the coded one follows (`options.onLateEncodings`).
+   */
+  private async ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string | undefined, started: number, path: string, options: RenderOptions): Promise<CachedResponse> {
+    const body = Buffer.from(html, 'utf8')
+    const cacheHeaders = publicCacheHeaders(this.settings, sharedTtl, tags)
     // The origin's own fresh window is capped: it bounds staleness when an invalidation is lost. The cap
     // is jittered per path like the CDN TTL, so entries warmed together do not expire together.
     const now = Date.now()
-    response.freshUntil = now + Math.round(Math.min(sharedTtl, this.settings.originFreshSeconds * pathJitterFactor(path)) * 1000)
-    response.swrUntil = response.freshUntil + this.settings.staleWhileRevalidateSeconds * 1000
-    response.staleUntil = Math.max(response.swrUntil, response.freshUntil + this.settings.staleIfErrorSeconds * 1000)
+    const freshUntil = now + Math.round(Math.min(sharedTtl, this.settings.originFreshSeconds * pathJitterFactor(path)) * 1000)
+    const swrUntil = freshUntil + this.settings.staleWhileRevalidateSeconds * 1000
+    const staleUntil = Math.max(swrUntil, freshUntil + this.settings.staleIfErrorSeconds * 1000)
+    const build = (encodings: Encodings): CachedResponse => ({ ...this.entry(200, body, encodings, lastModified, cacheHeaders, segment, started, tags), freshUntil, swrUntil, staleUntil })
+
+    // Compressing a buffer does not fail short of running out of memory; if it did, the identity bytes serve.
+    const compressing = compressBody(body).catch((): Encodings => ({}))
+    const encodings = options.awaitEncodings === true ? await compressing : await withTimeout(compressing, this.settings.renderBudgetMs)
+    if (encodings !== TIMED_OUT) return build(encodings)
+    const response = build({})
+    const onLate = options.onLateEncodings
+    void compressing.then((late) => {
+      if (onLate !== undefined && hasEncodings(late)) onLate(response, { ...build(late), renderMs: response.renderMs, renderedAt: response.renderedAt })
+    })
     return response
   }
 
-  private entry(status: number, html: string, lastModified: Date, cacheHeaders: HeaderMap, segment: string | undefined, started: number, tags: string[]): CachedResponse {
-    const body = Buffer.from(html, 'utf8')
+  private entry(status: number, body: Buffer, encodings: Encodings, lastModified: Date, cacheHeaders: HeaderMap, segment: string | undefined, started: number, tags: string[]): CachedResponse {
     const etag = strongEtag(body)
     // HTTP dates carry whole seconds; drop the milliseconds so If-Modified-Since compares exactly.
     const lastModifiedSeconds = new Date(Math.floor(lastModified.getTime() / 1000) * 1000)
-    const { headers, notModifiedHeaders } = pageEntryHeaders({ status, cacheHeaders, segment, etag, lastModified: lastModifiedSeconds })
+    // A page that may be compressed says Vary: Accept-Encoding whether or not its codings are ready yet.
+    const { headers, notModifiedHeaders } = pageEntryHeaders({ status, cacheHeaders, segment, etag, lastModified: lastModifiedSeconds, compressed: status === 200 && isCompressible(body) })
     const now = Date.now()
-    return { status, body, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, perSegment: segment !== undefined, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: now - started, renderedAt: now, tags }
+    return { status, body, encodings, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, perSegment: segment !== undefined, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: now - started, renderedAt: now, tags }
   }
 }

@@ -5,11 +5,13 @@
 
 import http from 'node:http'
 import { spawnSync } from 'node:child_process'
+import { gunzipSync } from 'node:zlib'
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { buildTestApp } from '../../helper.ts'
 import { freePort } from '../../support/net.ts'
+import { rawRequest } from '../../support/raw-http.ts'
 import { findVarnishd, startVarnish, VCL_PATH, vclFor, type Varnish } from '../../support/varnish.ts'
 import { DEMO_SEGMENTS, demoPages, demoVariants } from '../../../src/demo/demo-site.ts'
 import { renderVarnishVcl } from '../../../src/cdn/varnish-vcl.ts'
@@ -44,9 +46,9 @@ function request(baseUrl: string, path: string, options: { method?: string; head
 }
 
 /** X-Varnish holds the request's id, plus the id of the request that stored the object on a hit. */
-const varnishIds = (reply: Reply): number => String(reply.headers['x-varnish'] ?? '').split(' ').filter((id) => id !== '').length
+const varnishIds = (reply: { headers: http.IncomingHttpHeaders }): number => String(reply.headers['x-varnish'] ?? '').split(' ').filter((id) => id !== '').length
 /** Which cached object a hit was served from (the second X-Varnish id); undefined on a miss or pass. */
-const objectId = (reply: Reply): string | undefined => String(reply.headers['x-varnish'] ?? '').split(' ')[1]
+const objectId = (reply: { headers: http.IncomingHttpHeaders }): string | undefined => String(reply.headers['x-varnish'] ?? '').split(' ')[1]
 
 /** Generous bounds: they only matter on a machine too busy to answer quickly, never on a pass. */
 const until = (what: string, check: () => boolean | Promise<boolean>) => waitUntil(what, check, { timeoutMs: 30_000 })
@@ -207,14 +209,40 @@ async function runVarnishTests(varnishd: string): Promise<void> {
       if (perSegment) {
         t.equal(fetches, DEMO_SEGMENTS.length, `${path}: one backend fetch per segment`)
         t.equal(objects, DEMO_SEGMENTS.length, `${path}: one object per segment`)
-        t.ok(first.every((r) => r.headers.vary === 'X-Segment'))
+        t.ok(first.every((r) => r.headers.vary === 'X-Segment, Accept-Encoding'))
       } else {
         t.equal(fetches, 1, `${path}: ${DEMO_SEGMENTS.length} segments, 1 backend fetch`)
         t.equal(objects, 1, `${path}: ${DEMO_SEGMENTS.length} segments, 1 object`)
         t.same(first.map((r) => r.headers['x-edge-cache']), ['MISS', 'HIT', 'HIT', 'HIT'])
-        t.ok(first.every((r) => r.headers.vary === undefined && r.headers['x-segment'] === undefined), 'no Vary, no X-Segment')
+        t.ok(first.every((r) => r.headers.vary === 'Accept-Encoding' && r.headers['x-segment'] === undefined), 'no Vary on the segment, no X-Segment')
       }
     }
+  })
+
+  await t.test('compressed at the origin: Varnish asks for gzip, fetches once and keeps one object for every Accept-Encoding', async (t) => {
+    const path = heavyPage.path
+    await purge({ paths: [path] })
+    const fetchesBefore = varnish.stats('MAIN.backend_req')['MAIN.backend_req']!
+    const replies = []
+    for (const acceptEncoding of ['gzip', 'br, gzip', 'br', 'identity', '']) replies.push(await rawRequest(`${varnish.url}${path}`, { headers: { 'accept-encoding': acceptEncoding } }))
+    t.equal(varnish.stats('MAIN.backend_req')['MAIN.backend_req']! - fetchesBefore, 1, 'one backend fetch for five Accept-Encodings')
+    const [first, ...rest] = replies
+    t.equal(first!.headers['x-edge-cache'], 'MISS')
+    t.ok(rest.every((reply) => reply.headers['x-edge-cache'] === 'HIT'), 'the others are hits')
+    t.equal(new Set(rest.map(objectId)).size, 1, 'all on the one object the first request stored')
+    const origin = { identity: await app.inject({ url: path }), gzip: await app.inject({ url: path, headers: { 'accept-encoding': 'gzip' } }) }
+    t.equal(origin.gzip.headers['content-encoding'], 'gzip')
+    t.ok(origin.gzip.rawPayload.length < origin.identity.rawPayload.length / 2, `the origin's gzip is ${origin.gzip.rawPayload.length} bytes for ${origin.identity.rawPayload.length}`)
+    t.equal(first!.headers['content-encoding'], 'gzip', 'the object is the gzip one: Varnish asked the origin for gzip')
+    t.same(first!.body, origin.gzip.rawPayload, "the origin's gzip bytes as they were compressed at render time")
+    t.equal(first!.headers.etag, origin.gzip.headers.etag, 'with the ETag of the gzip representation')
+    t.equal(replies[1]!.headers['content-encoding'], 'gzip', 'a client asking for brotli first gets the gzip object (Varnish keeps one)')
+    t.equal(replies[2]!.headers['content-encoding'], undefined, 'brotli alone: Varnish unzips for it')
+    for (const reply of replies.slice(2)) {
+      t.equal(reply.headers['content-encoding'], undefined)
+      t.same(reply.body, origin.identity.rawPayload, 'a client without gzip gets the identity bytes, unzipped by Varnish')
+    }
+    t.same(gunzipSync(first!.body), origin.identity.rawPayload)
   })
 
   await t.test('edits reach the CDN: a variant and a page changed through the admin API show through Varnish within seconds', async (t) => {
@@ -364,7 +392,8 @@ async function runVarnishTests(varnishd: string): Promise<void> {
     t.equal((await get('/crm', { 'x-segment': 'enterprise' })).headers['x-edge-cache'], 'MISS', 'segment tag: the enterprise copy')
     t.equal((await get('/crm', { 'x-segment': 'smb' })).headers['x-edge-cache'], 'HIT', 'segment tag: not the smb copy')
 
-    for (const { slug } of DEMO_SEGMENTS) await get('/payroll', { 'x-segment': slug })
+    // Fresh copies first: a stale one's background refresh landing after the purge would be a hit.
+    for (const { slug } of DEMO_SEGMENTS) await freshAtEdge('/payroll', { 'x-segment': slug })
     await purge({ paths: ['/payroll'] })
     for (const { slug } of DEMO_SEGMENTS) t.equal((await get('/payroll', { 'x-segment': slug })).headers['x-edge-cache'], 'MISS', `path purge evicted the ${slug} copy`)
     t.equal((await get('/crm', { 'x-segment': 'smb' })).headers['x-edge-cache'], 'HIT', 'and only that path')

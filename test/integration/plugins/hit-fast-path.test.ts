@@ -2,12 +2,13 @@ import t from 'tap'
 import { buildApp, loggerOptions } from '../../../app.ts'
 import { testConfig } from '../../helper.ts'
 import { captureLogLines } from '../../support/log-lines.ts'
+import { rawRequest } from '../../support/raw-http.ts'
 
 const PAGE = '/crm/dentists/austin'
 /** Headers that belong to the connection, not to the response the origin chose. */
 const CONNECTION_HEADERS = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding'])
-const responseHeaders = (headers: Headers | Record<string, unknown>): Record<string, string> => {
-  const entries = headers instanceof Headers ? [...headers] : Object.entries(headers).map(([k, v]) => [k, String(v)] as const)
+const responseHeaders = (headers: Record<string, unknown>): Record<string, string> => {
+  const entries = Object.entries(headers).map(([k, v]) => [k, String(v)] as const)
   return Object.fromEntries(entries.filter(([name]) => !CONNECTION_HEADERS.has(name)).sort(([a], [b]) => a.localeCompare(b)))
 }
 
@@ -25,49 +26,57 @@ t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify r
   t.equal(app.hitFastPath.served, 0, 'a miss goes through Fastify')
 
   lines.length = 0
-  const hit = await fetch(`${base}${PAGE}`, { headers: { 'x-request-id': 'cdn-7' } })
-  const hitBody = Buffer.from(await hit.arrayBuffer())
-  t.equal(app.hitFastPath.served, 1, 'the hit did not reach Fastify')
-  const viaFastify = await app.inject({ url: PAGE }) // inject always runs Fastify's route
-  t.equal(viaFastify.headers['x-cache'], 'HIT-L1')
-  t.equal(hit.status, 200)
-  t.same(responseHeaders(hit.headers), responseHeaders(viaFastify.headers), 'the same headers as the Fastify route')
-  t.same(hitBody, viaFastify.rawPayload, 'the same bytes')
+  // Each coding is compared with the Fastify route's answer to the same Accept-Encoding.
+  let hitBody: Buffer = Buffer.alloc(0)
+  for (const acceptEncoding of ['', 'gzip', 'br, gzip']) {
+    const hit = await rawRequest(`${base}${PAGE}`, { headers: { 'x-request-id': 'cdn-7', 'accept-encoding': acceptEncoding } })
+    const viaFastify = await app.inject({ url: PAGE, headers: { 'accept-encoding': acceptEncoding } }) // inject always runs Fastify's route
+    t.equal(viaFastify.headers['x-cache'], 'HIT-L1')
+    t.equal(hit.status, 200)
+    t.same(responseHeaders(hit.headers), responseHeaders(viaFastify.headers), `the same headers as the Fastify route (Accept-Encoding: ${acceptEncoding})`)
+    t.same(hit.body, viaFastify.rawPayload, 'the same bytes')
+    t.equal(hit.headers['content-encoding'], { '': undefined, gzip: 'gzip', 'br, gzip': 'br' }[acceptEncoding])
+    if (acceptEncoding === '') hitBody = hit.body
+
+    const etag = String(hit.headers.etag)
+    const notModified = await rawRequest(`${base}${PAGE}`, { headers: { 'if-none-match': etag, 'accept-encoding': acceptEncoding } })
+    t.equal(notModified.status, 304)
+    t.equal(notModified.body.byteLength, 0)
+    t.same(responseHeaders(notModified.headers), responseHeaders((await app.inject({ url: PAGE, headers: { 'if-none-match': etag, 'accept-encoding': acceptEncoding } })).headers), '304s agree too')
+
+    const head = await rawRequest(`${base}${PAGE}`, { method: 'HEAD', headers: { 'accept-encoding': acceptEncoding } })
+    t.equal(head.headers['content-length'], String(hit.body.length), 'HEAD carries the GET length')
+    t.equal(head.headers.etag, etag, 'and its ETag')
+    t.equal(head.body.byteLength, 0)
+  }
+  t.equal(app.hitFastPath.served, 9, 'the hits did not reach Fastify')
   t.match(lines, [{ msg: 'request', reqId: 'cdn-7', method: 'GET', url: PAGE, route: '/*', status: 200, cache: 'HIT-L1', segment: 'general' }], 'one log line, as for any request')
 
-  const etag = hit.headers.get('etag')!
-  const notModified = await fetch(`${base}${PAGE}`, { headers: { 'if-none-match': etag } })
-  t.equal(notModified.status, 304)
-  t.equal((await notModified.arrayBuffer()).byteLength, 0)
-  t.same(responseHeaders(notModified.headers), responseHeaders((await app.inject({ url: PAGE, headers: { 'if-none-match': etag } })).headers), '304s agree too')
-
-  const head = await fetch(`${base}${PAGE}`, { method: 'HEAD' })
-  t.equal(head.headers.get('content-length'), String(hitBody.length), 'HEAD carries the GET length')
-  t.equal((await head.arrayBuffer()).byteLength, 0)
-
   // A segment cookie changes nothing on a page that is the same for every segment: the same public hit.
-  const seoByCookie = await fetch(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
-  t.same(Buffer.from(await seoByCookie.arrayBuffer()), hitBody)
-  t.equal(seoByCookie.headers.get('x-cache'), 'HIT-L1', 'one entry for every segment')
-  t.equal(seoByCookie.headers.get('cache-control'), hit.headers.get('cache-control'), 'still public')
+  const seoByCookie = await rawRequest(`${base}${PAGE}`, { headers: { cookie: 'user_segment=smb' } })
+  t.same(seoByCookie.body, hitBody)
+  t.equal(seoByCookie.headers['x-cache'], 'HIT-L1', 'one entry for every segment')
+  t.equal(seoByCookie.headers['cache-control'], (await app.inject({ url: PAGE })).headers['cache-control'], 'still public')
   // On a page that differs by segment, the cookie-chosen copy is private on both paths.
-  const byCookie = await fetch(`${base}/crm`, { headers: { cookie: 'user_segment=smb' } })
-  t.equal(byCookie.headers.get('x-cache'), 'MISS', 'the smb entry renders through Fastify')
-  await byCookie.arrayBuffer()
-  const cookieHit = await fetch(`${base}/crm`, { headers: { cookie: 'user_segment=smb' } })
-  await cookieHit.arrayBuffer()
-  t.equal(cookieHit.headers.get('x-cache'), 'HIT-L1')
-  t.equal(cookieHit.headers.get('cache-control'), 'private, max-age=60')
-  t.equal(cookieHit.headers.get('cdn-cache-control'), null)
-  t.same(responseHeaders(cookieHit.headers), responseHeaders((await app.inject({ url: '/crm', headers: { cookie: 'user_segment=smb' } })).headers))
-  t.equal(app.hitFastPath.served, 5)
+  const byCookie = await rawRequest(`${base}/crm`, { headers: { cookie: 'user_segment=smb' } })
+  t.equal(byCookie.headers['x-cache'], 'MISS', 'the smb entry renders through Fastify')
+  for (const acceptEncoding of ['', 'gzip']) {
+    const cookieHit = await rawRequest(`${base}/crm`, { headers: { cookie: 'user_segment=smb', 'accept-encoding': acceptEncoding } })
+    t.equal(cookieHit.headers['x-cache'], 'HIT-L1')
+    t.equal(cookieHit.headers['cache-control'], 'private, max-age=60')
+    t.equal(cookieHit.headers['cdn-cache-control'], undefined)
+    const viaFastify = await app.inject({ url: '/crm', headers: { cookie: 'user_segment=smb', 'accept-encoding': acceptEncoding } })
+    t.same(responseHeaders(cookieHit.headers), responseHeaders(viaFastify.headers))
+    t.same(cookieHit.body, viaFastify.rawPayload)
+  }
+  t.equal(app.hitFastPath.served, 12)
 
   // Everything else is Fastify's: queries (utm rules, redirects), other methods, non-canonical paths.
   const utm = await fetch(`${base}${PAGE}?utm_source=linkedin`, { redirect: 'manual' })
   t.equal(utm.status, 301)
   t.equal((await fetch(`${base}${PAGE}`, { method: 'POST' })).status, 404)
   t.equal((await fetch(`${base}/CRM/Dentists/Austin`, { redirect: 'manual' })).status, 301)
-  t.equal(app.hitFastPath.served, 5)
+  t.equal(app.hitFastPath.served, 12)
   const before = (await app.inject({ url: '/metrics' })).body
   for (const path of ['/health/live', '/metrics', '/openapi.json', '/robots.txt', '/sitemap.xml', '/sitemaps/0.xml']) await (await fetch(`${base}${path}`)).arrayBuffer()
   const after = (await app.inject({ url: '/metrics' })).body
@@ -75,8 +84,8 @@ t.test('fresh L1 hits are answered in front of Fastify, exactly as the Fastify r
   t.equal(l1Misses(after), l1Misses(before), 'other routes never touch the page cache')
 
   const scrape = (await app.inject({ url: '/metrics' })).body
-  t.match(scrape, /http_request_duration_seconds_count\{method="GET",route="\/\*",status_code="200",cache="HIT-L1"\} 5\n/, 'fast-path and Fastify-path hits land in one histogram series')
-  t.match(scrape, /variant_origin_cache_requests_total\{tier="l1",result="hit"\} 8\n/)
+  t.match(scrape, /http_request_duration_seconds_count\{method="GET",route="\/\*",status_code="200",cache="HIT-L1"\} 12\n/, 'fast-path and Fastify-path hits land in one histogram series')
+  t.match(scrape, /variant_origin_cache_requests_total\{tier="l1",result="hit"\} 21\n/)
 })
 
 t.test('while the app closes, Fastify answers (and says it is closing)', async (t) => {
@@ -97,12 +106,12 @@ t.test('L2 hits are answered in front of Fastify too; a miss reaches the route w
   const base = await b.listen({ port: 0, host: '127.0.0.1' })
 
   t.equal((await a.inject({ url: PAGE })).headers['x-cache'], 'MISS', 'instance A renders into L2')
-  const fromL2 = await fetch(`${base}${PAGE}`)
-  const body = Buffer.from(await fromL2.arrayBuffer())
-  t.equal(fromL2.headers.get('x-cache'), 'HIT-L2')
+  const fromL2 = await rawRequest(`${base}${PAGE}`, { headers: { 'accept-encoding': 'gzip, br' } })
+  t.equal(fromL2.headers['x-cache'], 'HIT-L2')
+  t.equal(fromL2.headers['content-encoding'], 'br', 'the coded bytes travel through Redis')
   t.equal(b.hitFastPath.served, 1, 'answered before Fastify')
-  const viaFastify = await a.inject({ url: PAGE })
-  t.same(body, viaFastify.rawPayload)
+  const viaFastify = await a.inject({ url: PAGE, headers: { 'accept-encoding': 'gzip, br' } })
+  t.same(fromL2.body, viaFastify.rawPayload)
   const { 'x-cache': _l2, ...l2Headers } = responseHeaders(fromL2.headers)
   const { 'x-cache': _l1, ...l1Headers } = responseHeaders(viaFastify.headers)
   t.same(l2Headers, l1Headers, 'the same headers but X-Cache')

@@ -1,0 +1,85 @@
+// Compressed representations of a rendered entry: gzip and brotli bytes made once, at render time (in
+// libuv's thread pool, off the event loop), kept beside the identity bytes, and chosen per request by
+// Accept-Encoding. A hit never compresses. Each coding is its own representation (RFC 9110 section
+// 8.8.3): its own strong ETag, the hash of its own bytes.
+
+import { promisify } from 'node:util'
+import { brotliCompress, constants, gzip } from 'node:zlib'
+import { negotiate } from '@fastify/accept-negotiator'
+import { LRUCache } from 'lru-cache'
+import { strongEtag } from './conditional.ts'
+
+export type ContentCoding = 'br' | 'gzip'
+
+/** Preference when a client accepts both equally: brotli is smaller for HTML. */
+const CODINGS: readonly ContentCoding[] = ['br', 'gzip']
+
+export interface EncodedBody {
+  body: Buffer
+  etag: string
+}
+
+/** The compressed representations an entry has; empty when compressing would not pay. */
+export type Encodings = Partial<Record<ContentCoding, EncodedBody>>
+
+/** Below this many bytes the headers outweigh what compression saves (nginx's gzip_min_length idea). */
+export const MIN_COMPRESSIBLE_BYTES = 256
+
+/** Whether an entry is offered coded (and so says Vary: Accept-Encoding), its codings ready or not. */
+export function isCompressible(body: Buffer): boolean {
+  return body.length >= MIN_COMPRESSIBLE_BYTES
+}
+
+const gzipAsync = promisify(gzip)
+const brotliAsync = promisify(brotliCompress)
+
+/**
+ * gzip level 9 and brotli quality 9: once per render, not per hit, so the higher levels are affordable;
+ * brotli 10-11 cost 10-80x more CPU for a few percent on pages of a few KB (bench/RESULTS.md), and a
+ * miss is on a request's path.
+ */
+export async function compressBody(body: Buffer): Promise<Encodings> {
+  if (!isCompressible(body)) return {}
+  const [gz, br] = await Promise.all([
+    gzipAsync(body, { level: 9 }),
+    brotliAsync(body, {
+      params: { [constants.BROTLI_PARAM_QUALITY]: 9, [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT, [constants.BROTLI_PARAM_SIZE_HINT]: body.length },
+    }),
+  ])
+  const encodings: Encodings = {}
+  // A coding that does not make the bytes smaller is not offered.
+  if (br.length < body.length) encodings.br = { body: br, etag: strongEtag(br) }
+  if (gz.length < body.length) encodings.gzip = { body: gz, etag: strongEtag(gz) }
+  return encodings
+}
+
+export function hasEncodings(encodings: Encodings): boolean {
+  return encodings.br !== undefined || encodings.gzip !== undefined
+}
+
+/** Distinct Accept-Encoding values are few (each browser and CDN sends one); bounded all the same. */
+const accepted = new LRUCache<string, readonly ContentCoding[]>({ max: 1024 })
+const NONE: readonly ContentCoding[] = Object.freeze([])
+
+/**
+ * The codings a request accepts, most preferred first (q-values honoured, `q=0` refuses, `*` counts);
+ * empty for none or no header. Parsed once per distinct header value.
+ */
+export function acceptedCodings(header: string | string[] | undefined): readonly ContentCoding[] {
+  if (header === undefined || header === '') return NONE
+  const value = Array.isArray(header) ? header.join(',') : header
+  let codings = accepted.get(value)
+  if (codings === undefined) {
+    const first = negotiate(value, [...CODINGS])
+    const rest = first === null ? null : negotiate(value, CODINGS.filter((c) => c !== first))
+    codings = Object.freeze([first, rest].filter((c): c is ContentCoding => c !== null))
+    accepted.set(value, codings)
+  }
+  return codings
+}
+
+/** The first accepted coding the entry has, or undefined for the identity bytes. */
+export function chooseCoding(encodings: Encodings, accepts: readonly ContentCoding[]): ContentCoding | undefined {
+  for (const coding of accepts) if (encodings[coding] !== undefined) return coding
+  return undefined
+}
