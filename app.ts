@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './src/config.ts'
 import { clientErrorHandler, frameworkErrors } from './src/http/client-errors.ts'
+import { logDestination } from './src/log-destination.ts'
 import adminAuthPlugin from './plugins/admin-auth.ts'
 import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
@@ -38,8 +39,11 @@ export interface BuildAppOptions {
   logger?: FastifyServerOptions['logger']
 }
 
+const prettyLogs = (config: Config, stdoutIsTTY: boolean): boolean => config.logPretty === 'true' || (config.logPretty === 'auto' && stdoutIsTTY)
+
+/** The logger's options, without its destination (tests add their own `stream`; see serverLogger()). */
 export function loggerOptions(config: Config, stdoutIsTTY = process.stdout.isTTY === true): FastifyServerOptions['logger'] {
-  const pretty = config.logPretty === 'true' || (config.logPretty === 'auto' && stdoutIsTTY)
+  const pretty = prettyLogs(config, stdoutIsTTY)
   return {
     level: config.logLevel,
     // JSON lines for log shippers; pino-pretty only for a human at a terminal.
@@ -47,6 +51,16 @@ export function loggerOptions(config: Config, stdoutIsTTY = process.stdout.isTTY
     // Secrets never reach the logs, whatever a handler logs.
     redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'config.adminToken', 'config.openaiApiKey'], censor: '[redacted]' },
   }
+}
+
+/**
+ * The server's logger: JSON lines to stdout through an asynchronous buffer (LOG_BUFFER_BYTES; see
+ * src/log-destination.ts), or pino-pretty's transport at a terminal. server.ts drains the buffer on close.
+ */
+export function serverLogger(config: Config, stdoutIsTTY = process.stdout.isTTY === true): FastifyServerOptions['logger'] {
+  const options = loggerOptions(config, stdoutIsTTY) as Record<string, unknown>
+  const stream = prettyLogs(config, stdoutIsTTY) ? undefined : logDestination(config.logBufferBytes)
+  return stream === undefined ? options : { ...options, stream }
 }
 
 export async function buildApp(config: Config, options: BuildAppOptions = {}): Promise<FastifyInstance> {
@@ -63,7 +77,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   const fastPath = new HitFastPath()
   const genReqId = requestIdGenerator(fromTrustedProxy(trust))
   const app = Fastify({
-    logger: options.logger ?? loggerOptions(config),
+    logger: options.logger ?? serverLogger(config),
     // plugins/request-telemetry.ts logs one line per request instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
     // The CDN's request id (sent by a trusted proxy, and a bounded token) ties its logs to ours.

@@ -4,6 +4,7 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.ts'
 import { ConfigError, loadConfig } from './src/config.ts'
+import { flushLogs, flushLogsSync } from './src/log-destination.ts'
 
 let config
 try {
@@ -25,16 +26,23 @@ try {
   process.exit(1)
 }
 
+// The log lines are buffered (src/log-destination.ts): each way out writes them before the process goes.
+// close-with-grace exits as soon as this returns, so the buffer is drained here, nothing left in flight.
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
-  if (err !== undefined) app.log.error({ err }, 'closing after an uncaught error')
-  else app.log.info({ signal }, 'closing')
+  if (err !== undefined) {
+    app.log.error({ err }, 'closing after an uncaught error')
+    flushLogsSync(app.log) // at once: the close may hang until the delay runs out
+  } else app.log.info({ signal }, 'closing')
   await app.close()
+  await flushLogs(app.log)
 })
 
 try {
   await app.listen({ port: config.port, host: config.host })
 } catch (err) {
   app.log.fatal({ err }, 'could not listen')
+  flushLogsSync(app.log)
   await app.close()
+  await flushLogs(app.log)
   process.exit(1)
 }

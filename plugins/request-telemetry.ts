@@ -1,6 +1,7 @@
 // One onResponse hook per request: the request-duration histogram and the one log line the SRE reads
 // (request id, route, status, cache result, duration). Fastify's own two lines per request are off.
 // The L1-hit fast path (plugins/hit-fast-path.ts) records its requests through the same function.
+// ACCESS_LOG_HITS may log only one cache hit in N (or none); the metrics count every request regardless.
 
 import type { IncomingMessage } from 'node:http'
 import fp from 'fastify-plugin'
@@ -39,14 +40,51 @@ export interface RequestRecord {
   durationMs: number
 }
 
+/**
+ * ACCESS_LOG_HITS: which cache hits get a line. `every` 1 logs each, 0 none, N the first of every N
+ * (a counter, so 100 hits give exactly 100 / N lines, each carrying `sampleRate: N`).
+ */
+export class HitLogSampler {
+  readonly every: number
+  private skip = 0
+  constructor(every: number) {
+    this.every = every
+  }
+
+  /** Whether this hit is logged. */
+  take(): boolean {
+    if (this.every <= 1) return this.every === 1
+    if (this.skip > 0) {
+      this.skip--
+      return false
+    }
+    this.skip = this.every - 1
+    return true
+  }
+}
+
+/**
+ * Each app's sampler, found through its metrics: the one per-app object both callers of recordRequest
+ * (the onResponse hook below and the fast path) already pass. None registered: every hit is logged.
+ */
+const hitSamplers = new WeakMap<OriginMetrics, HitLogSampler>()
+
+/** A hit whose line ACCESS_LOG_HITS may leave out; a 5xx is always logged, whatever answered it. */
+const isHit = (record: RequestRecord): boolean => (record.cache === 'HIT-L1' || record.cache === 'HIT-L2') && record.status < 500
+
 /** `log` is the request's logger (it carries reqId) or, on the fast path, the app logger plus `reqId`. */
 export function recordRequest(metrics: OriginMetrics, log: FastifyBaseLogger, record: RequestRecord, reqId?: string): void {
+  // Counted whether or not its line is written: the metrics see every request.
   metrics.observeRequest(record.method, record.route, record.status, record.cache, record.durationMs / 1000)
   // Skip building the line when info is off (the logger is pino, or Fastify's no-op without a logger).
   const levelCheck = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
   if (levelCheck !== undefined && !levelCheck.call(log, 'info')) return
+  const sampler = isHit(record) ? hitSamplers.get(metrics) : undefined
+  if (sampler !== undefined && !sampler.take()) return
   const durationMs = Math.round(record.durationMs * 100) / 100
-  log.info(reqId === undefined ? { ...record, durationMs } : { reqId, ...record, durationMs }, 'request')
+  const line: Record<string, unknown> = reqId === undefined ? { ...record, durationMs } : { reqId, ...record, durationMs }
+  if (sampler !== undefined && sampler.every > 1) line.sampleRate = sampler.every
+  log.info(line, 'request')
 }
 
 declare module 'fastify' {
@@ -58,6 +96,7 @@ declare module 'fastify' {
 
 async function requestTelemetryPlugin(app: FastifyInstance): Promise<void> {
   const { metrics } = app
+  if (app.config.accessLogHitEvery !== 1) hitSamplers.set(metrics, new HitLogSampler(app.config.accessLogHitEvery))
   app.decorateRequest('pageSegment', undefined)
   app.addHook('onResponse', async (request, reply) => {
     const cache = reply.getHeader('x-cache')
@@ -73,4 +112,4 @@ async function requestTelemetryPlugin(app: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(requestTelemetryPlugin, { name: 'request-telemetry', dependencies: ['metrics'] })
+export default fp(requestTelemetryPlugin, { name: 'request-telemetry', dependencies: ['config', 'metrics'] })

@@ -91,6 +91,17 @@ export interface Config {
   loadShedSampleIntervalMs: number
   /** Human-readable logs: auto means only when stdout is a terminal. */
   logPretty: 'auto' | 'true' | 'false'
+  /**
+   * Bytes of JSON log lines buffered before one asynchronous write to stdout (also written every second,
+   * and drained on close); 0 writes each line synchronously. Not used by pretty logs (their own thread).
+   */
+  logBufferBytes: number
+  /**
+   * Which cache hits (X-Cache HIT-L1 or HIT-L2, their 304s and HEADs included) get a log line: 1 every one
+   * (ACCESS_LOG_HITS=all), N one in N, the first of each N (sample:N), 0 none (off). Every other request
+   * is always logged, and the request metrics count every request whatever this says.
+   */
+  accessLogHitEvery: number
   /** A page missing from a Search Console import: w = max(floor, w * decay) while w is above the floor. */
   crawlWeightDecay: number
   crawlWeightFloor: number
@@ -252,6 +263,18 @@ function parseNodes(read: EnvReader): Array<{ host: string; port: number }> | un
   return parsed.map((m) => ({ host: m![1]!.replace(/^\[|\]$/g, ''), port: Number(m![2]) }))
 }
 
+/** ACCESS_LOG_HITS: all (1), sample:N (one hit line in N), off (0). */
+function parseAccessLogHits(read: EnvReader): number {
+  const raw = read.get('ACCESS_LOG_HITS')
+  if (raw === undefined || /^all$/i.test(raw)) return 1
+  if (/^off$/i.test(raw)) return 0
+  const sample = /^sample:(\d{1,7})$/i.exec(raw)
+  const every = sample === null ? Number.NaN : Number(sample[1])
+  if (every >= 2 && every <= 1_000_000) return every
+  read.problems.push(`ACCESS_LOG_HITS=${JSON.stringify(raw.slice(0, 70))}: expected all, off, or sample:N (one hit line in N, N an integer from 2 to 1000000)`)
+  return 1
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const read = new EnvReader(env)
 
@@ -334,6 +357,9 @@ export function loadConfig(env: Env = process.env): Config {
     loadShedRetryAfterSeconds: read.integer('LOAD_SHED_RETRY_AFTER_SECONDS', 5, 1, 3_600),
     loadShedSampleIntervalMs: read.integer('LOAD_SHED_SAMPLE_INTERVAL_MS', 1_000, 10, 60_000),
     logPretty: read.oneOf('LOG_PRETTY', ['auto', 'true', 'false'] as const, 'auto'),
+    // Up to a Linux pipe's default capacity (64 KiB): a larger buffer only delays lines.
+    logBufferBytes: read.integer('LOG_BUFFER_BYTES', 4_096, 0, 65_536),
+    accessLogHitEvery: parseAccessLogHits(read),
     crawlWeightDecay: read.number('CRAWL_WEIGHT_DECAY', 0.5, 0, 1),
     crawlWeightFloor: read.number('CRAWL_WEIGHT_FLOOR', 0.05, 0, 1),
     sitemapShardSize: read.integer('SITEMAP_SHARD_SIZE', 50_000, 1, 50_000),

@@ -64,6 +64,28 @@ t.test('every bad value is named with what it accepts', async (t) => {
   t.notMatch(String(t.throws(() => loadConfig({ DATABASE_URL: 'mysql://user:secret@h/d' }))), /secret/, 'a password is never echoed')
 })
 
+t.test('log buffer and hit-line sampling: LOG_BUFFER_BYTES, ACCESS_LOG_HITS', async (t) => {
+  t.match(loadConfig({}), { logBufferBytes: 4096, accessLogHitEvery: 1 }, 'a 4 KiB asynchronous buffer, every hit logged')
+  t.equal(loadConfig({ LOG_BUFFER_BYTES: '0' }).logBufferBytes, 0, '0: synchronous')
+  t.equal(loadConfig({ LOG_BUFFER_BYTES: '65536' }).logBufferBytes, 65536)
+  t.equal(loadConfig({ ACCESS_LOG_HITS: 'all' }).accessLogHitEvery, 1)
+  t.equal(loadConfig({ ACCESS_LOG_HITS: 'OFF' }).accessLogHitEvery, 0)
+  t.equal(loadConfig({ ACCESS_LOG_HITS: 'sample:10' }).accessLogHitEvery, 10)
+  t.equal(loadConfig({ ACCESS_LOG_HITS: ' Sample:2 ' }).accessLogHitEvery, 2)
+  const table: Array<[Record<string, string>, RegExp]> = [
+    [{ LOG_BUFFER_BYTES: '-1' }, /LOG_BUFFER_BYTES="-1": expected an integer from 0 to 65536/],
+    [{ LOG_BUFFER_BYTES: '1MB' }, /LOG_BUFFER_BYTES="1MB": expected an integer from 0 to 65536/],
+    [{ LOG_BUFFER_BYTES: '65537' }, /LOG_BUFFER_BYTES="65537": expected an integer/],
+  ]
+  for (const bad of ['some', 'sample', 'sample:', 'sample:1', 'sample:0', 'sample:-5', 'sample:2.5', 'sample:1000001', '10', 'none']) {
+    table.push([{ ACCESS_LOG_HITS: bad }, /ACCESS_LOG_HITS="[^"]*": expected all, off, or sample:N \(one hit line in N, N an integer from 2 to 1000000\)/])
+  }
+  for (const [env, message] of table) t.throws(() => loadConfig(env), message, JSON.stringify(env))
+  const error = t.throws(() => loadConfig({ ACCESS_LOG_HITS: 'x'.repeat(500), LOG_BUFFER_BYTES: 'big' })) as ConfigError
+  t.equal(error.problems.length, 2, 'both named at once')
+  t.ok(error.problems[1]!.length < 200, 'a long value is cut in the message')
+})
+
 t.test("a secret's value never appears in a configuration error", async (t) => {
   // Each bad value is distinctive, so finding any piece of it in the message is a leak.
   const table: Array<[Record<string, string>, string, RegExp]> = [

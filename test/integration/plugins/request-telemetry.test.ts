@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildApp, loggerOptions } from '../../../app.ts'
+import { buildApp, loggerOptions, serverLogger } from '../../../app.ts'
 import { testConfig } from '../../helper.ts'
 import { captureLogLines } from '../../support/log-lines.ts'
 
@@ -57,4 +57,13 @@ t.test('pretty logs only for a terminal, unless LOG_PRETTY says otherwise', asyn
   t.equal(transport({}, false), undefined, 'JSON lines when piped to a log shipper')
   t.equal(transport({ LOG_PRETTY: 'false' }, true), undefined)
   t.equal(transport({ LOG_PRETTY: 'true' }, false), 'pino-pretty')
+})
+
+t.test("the server's JSON logger writes through an asynchronous buffer (LOG_BUFFER_BYTES); pretty logs and 0 do not", async (t) => {
+  const stream = (env: Record<string, string>, tty: boolean) => (serverLogger(testConfig(env), tty) as { stream?: { sync: boolean; minLength: number; fd: number } }).stream
+  t.match(stream({}, false), { sync: false, minLength: 4096, fd: 1 }, 'stdout, buffered up to 4 KiB')
+  t.match(stream({ LOG_BUFFER_BYTES: '16384' }, false), { sync: false, minLength: 16384 }, 'a buffer as large as sonic-boom writes at once is accepted')
+  t.equal(stream({ LOG_BUFFER_BYTES: '0' }, false), undefined, "0: pino's own synchronous stdout")
+  t.equal(stream({}, true), undefined, "pretty logs go through pino-pretty's transport")
+  t.match(serverLogger(testConfig({ LOG_LEVEL: 'warn' }), false), { level: 'warn', redact: { censor: '[redacted]' } }, 'the level and redaction are kept')
 })
