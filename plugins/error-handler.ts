@@ -3,6 +3,7 @@
 
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
+import { isConnectionError } from '../src/db/connection-errors.ts'
 import { DomainError, type ErrorCode } from '../src/errors.ts'
 
 const STATUS_BY_CODE: Record<ErrorCode, number> = {
@@ -46,9 +47,21 @@ function tooLarge(error: FastifyError, request: FastifyRequest): DomainError | u
   return undefined
 }
 
+/**
+ * The database could not be reached or went away under the request (the primary stopped, say, while the
+ * read replicas keep the pages up): a 503 to retry, not a 500. A write that failed so was not committed,
+ * short of a connection lost during its COMMIT; the admin batches are idempotent, so a retry is safe.
+ */
+function databaseUnavailable(error: FastifyError, request: FastifyRequest): DomainError | undefined {
+  // An error Fastify gave a status (a client that aborted its upload is an ECONNRESET with 400) is not the database's.
+  if (error.statusCode !== undefined || !isConnectionError(error)) return undefined
+  const reading = request.method === 'GET' || request.method === 'HEAD'
+  return new DomainError('DATABASE_UNAVAILABLE', reading ? 'the database is unavailable; retry shortly' : 'the primary database is unavailable, so writes cannot be made; retry shortly', { cause: error })
+}
+
 async function errorHandlerPlugin(app: FastifyInstance): Promise<void> {
   app.setErrorHandler((caught: FastifyError | DomainError, request, reply) => {
-    const error = caught instanceof DomainError ? caught : (tooLarge(caught, request) ?? caught)
+    const error = caught instanceof DomainError ? caught : (databaseUnavailable(caught, request) ?? tooLarge(caught, request) ?? caught)
     const status = error instanceof DomainError ? STATUS_BY_CODE[error.code] : (error.statusCode ?? 500)
     reply.header('cache-control', 'no-store')
     if (status >= 500) {

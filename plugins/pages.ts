@@ -25,7 +25,8 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   const l2 = redis === null ? null : new RedisL2(redis, app.log, () => metrics.redisError('command'))
   const cache = new TieredCache({ l1: new ResponseCache(config.l1MaxBytes), l2, l1TtlSeconds: config.l1TtlSeconds, broadcast: invalidationBus.publish, metrics: metrics.pages })
   invalidationBus.onMessage(({ keys, tags }) => cache.evictLocal(keys, tags))
-  const renderer = new PageRenderer({ db: app.database.db, settings: config, metrics: metrics.pages })
+  // Live renders read through DatabaseHandle.read (a healthy replica, else the primary); warm-up reads the primary.
+  const renderer = new PageRenderer({ db: app.database.db, read: app.database.read, settings: config, metrics: metrics.pages })
   const pages = new PageService({
     cache,
     renders: new RenderCoordinator({ cache, locks: l2, onCoalesced: metrics.pages.renderCoalesced }),
@@ -49,7 +50,7 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
     labelNames: ['max_weight'],
     read: async () => {
       if (Date.now() - weightsReadAt < config.metricsCrawlWeightRefreshSeconds * 1000) return undefined
-      const buckets = await crawlWeightDistribution(app.database.db)
+      const buckets = await crawlWeightDistribution(app.database.read)
       weightsReadAt = Date.now()
       return buckets.map(({ le, pages }) => ({ labels: { max_weight: String(le) }, value: pages }))
     },

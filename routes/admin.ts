@@ -57,6 +57,9 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       ]
       if (paths.length + tags.length === 0) problems.push({ record: -1, field: 'paths', message: 'give at least one path or tag' })
       if (problems.length > 0) throw validationError('purge', problems)
+      // A purge often follows a write made elsewhere (SQL, `npm run ingest` without --url): the replicas
+      // replay it first, so the re-render after the eviction sees it.
+      await app.database.waitForReplicas()
       const evicted = await app.pages.purge(paths, tags)
       const queued = await enqueuePurge(app.database.db, app.config.purgeTargets, { paths, tags, soft: request.body.soft ?? false })
       app.kickPurges()
@@ -85,6 +88,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const { affectedSegments, ...result } = await ingestSegments(app.database.db, request.body.segments, app.config)
+      if (affectedSegments.length > 0) await app.database.waitForReplicas()
       // Every instance reloads the segments; when the resolution rules changed, every per-segment
       // rendering goes from every tier (pages that are the same for every segment are not touched).
       await app.reloadSegments()
@@ -109,6 +113,8 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const result = await ingestPages(app.database.db, app.embedder, request.body.pages, app.config.publicBaseUrl, app.config)
+      // Read-your-writes: the read replicas replay the batch before its pages leave the caches.
+      if (result.affectedPaths.length > 0) await app.database.waitForReplicas()
       const invalidated = result.affectedPaths.length === 0 ? 0 : await app.pages.invalidatePaths([...result.affectedPaths, '/'])
       if (result.queued > 0) app.kickPurges()
       request.log.info({ ...result, affectedPaths: result.affectedPaths.length, invalidated }, 'pages ingested')
@@ -137,6 +143,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const result = await ingestVariants(app.database.db, app.embedder, request.body.variants, app.config)
+      if (result.affectedPaths.length > 0) await app.database.waitForReplicas()
       // Every segment of the pages in the changed variants' scopes: a page's first variant makes it
       // per-segment, so its one shared entry goes too.
       const invalidated = result.affectedPaths.length === 0 ? 0 : await app.pages.invalidatePaths(result.affectedPaths)

@@ -17,8 +17,20 @@ const Check = Type.Object({
   detail: Type.Optional(Type.String()),
 })
 
-/** `events` appears only when the stream has a Redis of its own (EVENTS_REDIS_URL). */
-const Checks = Type.Object({ database: Check, migrations: Check, redis: Check, events: Type.Optional(Check) })
+/** One read replica (DATABASE_READ_URL): ok (serving reads), lagging or down (skipped: the primary serves its reads). */
+const ReplicaCheck = Type.Object({
+  replica: Type.String({ description: "position in DATABASE_READ_URL, from 0 (the metrics' replica label)" }),
+  target: Type.String({ description: 'host:port/database' }),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('lagging'), Type.Literal('down')]),
+  lagSeconds: Type.Union([Type.Number(), Type.Null()], { description: 'replay lag at the last probe; null when unknown' }),
+  detail: Type.Optional(Type.String()),
+})
+
+/**
+ * `events` appears only when the stream has a Redis of its own (EVENTS_REDIS_URL); `replicas` only with
+ * read replicas (DATABASE_READ_URL), from their last probe (every DB_REPLICA_CHECK_INTERVAL_MS).
+ */
+const Checks = Type.Object({ database: Check, migrations: Check, redis: Check, events: Type.Optional(Check), replicas: Type.Optional(Type.Array(ReplicaCheck)) })
 
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const ping = (client: NonNullable<typeof app.redis>, what: string, degraded: string) =>
@@ -73,7 +85,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       logLevel: 'warn',
       schema: {
         tags: ['health'],
-        summary: 'Readiness: database, migrations and Redis (and the events Redis when it is separate)',
+        summary: 'Readiness: database, migrations and Redis (and the events Redis when it is separate, and the read replicas)',
         response: {
           '2xx': Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]), checks: Checks }),
           503: Type.Object({ status: Type.Literal('fail'), checks: Checks }),
@@ -97,11 +109,13 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
           : ping(app.redis, 'Redis', 'serving from the in-process cache'),
         separateEvents === null ? Promise.resolve(undefined) : ping(separateEvents, 'the events Redis', 'POST /events answers 503'),
       ])
-      const checks = events === undefined ? { database, migrations, redis } : { database, migrations, redis, events }
+      const replicas = app.database.replicas?.reports()
+      const checks = { database, migrations, redis, ...(events === undefined ? {} : { events }), ...(replicas === undefined ? {} : { replicas }) }
       if (database.status === 'fail' || migrations.status === 'fail') {
         return reply.code(503).send({ status: 'fail' as const, checks })
       }
-      const degraded = redis.status === 'degraded' || events?.status === 'degraded'
+      // A replica down or lagging costs the primary its reads, never the origin its readiness.
+      const degraded = redis.status === 'degraded' || events?.status === 'degraded' || (replicas ?? []).some((r) => r.status !== 'ok')
       return { status: degraded ? ('degraded' as const) : ('ok' as const), checks }
     },
   )

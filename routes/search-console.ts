@@ -54,6 +54,7 @@ const searchConsoleRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { body } = request
       const input = searchAnalyticsImport(body.source ?? 'api', body.startDate, body.endDate, body.rows)
       const { changedPaths, ...result } = await applySearchConsoleImport(app.database.db, input, { ...app.config, softPurge: body.softPurge === true })
+      if (changedPaths.length > 0) await app.database.waitForReplicas()
       let evicted = 0
       for (const paths of chunks(changedPaths, EVICT_BATCH)) evicted += await app.pages.invalidatePaths(paths)
       if (result.queued > 0) app.kickPurges()

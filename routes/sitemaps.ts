@@ -17,7 +17,8 @@ const crawlDoc = (summary: string): FastifySchema => ({ tags: ['crawl'], summary
 
 const sitemapRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
-  const sitemaps = new SitemapService(app.database.db, config, app.log)
+  // Read replicas serve the sitemaps when configured (DatabaseHandle.read); the primary otherwise.
+  const sitemaps = new SitemapService(app.database.read, config, app.log)
   const cacheHeaders = publicCacheHeaders(config, config.sitemapTtlSeconds, [cacheTag('template', 'sitemap')])
   const notFoundHeaders = shortLivedCacheHeaders(config, config.notFoundTtlSeconds, [cacheTag('template', 'sitemap')])
 

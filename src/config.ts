@@ -22,6 +22,12 @@ export interface Config {
   databaseUrl: string | undefined
   /** Embedded database directory, or `memory://` for a throwaway in-memory database. */
   dataDir: string
+  /** Read replicas of DATABASE_URL (DATABASE_READ_URL): the render path reads from them; empty: everything on the primary. */
+  databaseReadUrls: string[]
+  /** A replica whose replay lag is over this (seconds) is skipped until it catches up; the primary serves its reads. */
+  dbReplicaMaxLagSeconds: number
+  /** How often each replica's reachability and lag are measured. */
+  dbReplicaCheckIntervalMs: number
   dbPoolMax: number
   dbConnectTimeoutMs: number
   dbStatementTimeoutMs: number
@@ -263,6 +269,33 @@ function parseNodes(read: EnvReader): Array<{ host: string; port: number }> | un
   return parsed.map((m) => ({ host: m![1]!.replace(/^\[|\]$/g, ''), port: Number(m![2]) }))
 }
 
+/**
+ * DATABASE_READ_URL: one or more postgres:// URLs of streaming replicas of DATABASE_URL, comma-separated.
+ * Never echoed (a URL may carry a password): a problem names the item by its position.
+ */
+function parseReadUrls(read: EnvReader, embedded: boolean): string[] {
+  const raw = read.get('DATABASE_READ_URL')
+  if (raw === undefined) return []
+  const items = raw.split(',').map((item) => item.trim()).filter((item) => item !== '')
+  const urls: string[] = []
+  items.forEach((item, i) => {
+    let parsed: URL | undefined
+    try {
+      parsed = new URL(item)
+    } catch {
+      // not a URL: reported below
+    }
+    const which = items.length === 1 ? 'DATABASE_READ_URL' : `DATABASE_READ_URL (item ${i + 1} of ${items.length})`
+    if (parsed === undefined || !['postgres:', 'postgresql:'].includes(parsed.protocol)) read.problems.push(`${which}: expected postgres://user:pass@replica-host:5432/db (comma-separated for several replicas); the value is not shown`)
+    else urls.push(item)
+  })
+  if (embedded) {
+    read.problems.push('DATABASE_READ_URL is set but DATABASE_URL is not: read replicas are replicas of a PostgreSQL primary, and the embedded database has none; set DATABASE_URL to the primary or unset DATABASE_READ_URL')
+    return []
+  }
+  return urls
+}
+
 /** ACCESS_LOG_HITS: all (1), sample:N (one hit line in N), off (0). */
 function parseAccessLogHits(read: EnvReader): number {
   const raw = read.get('ACCESS_LOG_HITS')
@@ -306,6 +339,9 @@ export function loadConfig(env: Env = process.env): Config {
     publicBaseUrl: normalizedBase,
     databaseUrl,
     dataDir: read.string('DATA_DIR', './data', /^(memory:\/\/|[^\0]+)$/, 'a directory path or memory://'),
+    databaseReadUrls: parseReadUrls(read, embedded),
+    dbReplicaMaxLagSeconds: read.number('DB_REPLICA_MAX_LAG_SECONDS', 5, 0, 86_400),
+    dbReplicaCheckIntervalMs: read.integer('DB_REPLICA_CHECK_INTERVAL_MS', 2_000, 50, 60_000),
     dbPoolMax: read.integer('DB_POOL_MAX', 10, 1, 200),
     dbConnectTimeoutMs: read.integer('DB_CONNECT_TIMEOUT_MS', 5_000, 100, 120_000),
     dbStatementTimeoutMs: read.integer('DB_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),

@@ -36,9 +36,12 @@ export function runCli(name: string, main: () => Promise<number>, onUnexpected?:
   )
 }
 
-/** Opens the configured database (the embedded one included), migrates it if configured to, runs `work`, closes it. */
+/**
+ * Opens the configured database (the embedded one included), migrates it if configured to, runs `work`,
+ * closes it. The primary only: DATABASE_READ_URL is the origin's render path, not the commands'.
+ */
 export async function withDatabase<T>(config: Config, log: Logger, work: (db: Kysely<Database>) => Promise<T>, options: { migrate?: boolean } = {}): Promise<T> {
-  const handle = await openDatabase(config, log)
+  const handle = await openDatabase({ ...config, databaseReadUrls: [] }, log)
   try {
     if (options.migrate ?? config.migrateOnStart) await migrateToLatest(handle.db)
     return await work(handle.db)

@@ -279,7 +279,8 @@ export class PageService {
     const fresh = existing.find((entry) => entry !== undefined && now < entry.freshUntil)
     if (fresh !== undefined) return { outcome: 'skipped', perSegment: fresh.perSegment }
     try {
-      const response = await this.renderer.render(path, segment, { awaitEncodings: true })
+      // From the primary: an admin call renders what was written, whatever a replica has replayed.
+      const response = await this.renderer.render(path, segment, { awaitEncodings: true, primary: true })
       if (!slot.shared(response)) return { outcome: 'skipped', perSegment: false }
       const key = slot.storeKey(response)
       // A stale entry is replaced; a missing one is only written if live traffic has not meanwhile.

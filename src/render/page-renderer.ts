@@ -40,6 +40,8 @@ export interface RenderOptions {
   awaitEncodings?: boolean
   /** Called with the same entry plus its codings when they were finished after the render returned. */
   onLateEncodings?: (original: CachedResponse, encoded: CachedResponse) => void
+  /** Read the primary, not a replica (warm-up: an admin call renders what the primary holds). */
+  primary?: boolean
 }
 
 export interface RenderMetrics {
@@ -48,7 +50,10 @@ export interface RenderMetrics {
 }
 
 export interface PageRendererOptions {
+  /** The primary. */
   db: Kysely<Database>
+  /** Where live renders read (a healthy read replica, else the primary: DatabaseHandle.read); default `db`. */
+  read?: Kysely<Database>
   settings: PageRendererSettings
   metrics: RenderMetrics
 }
@@ -57,12 +62,14 @@ const unavailable = (cause: unknown): DomainError => new DomainError('DATABASE_U
 
 export class PageRenderer {
   private readonly db: Kysely<Database>
+  private readonly read: Kysely<Database>
   private readonly settings: PageRendererSettings
   private readonly metrics: RenderMetrics
   private readonly breaker: CircuitBreaker<[string, string, RenderOptions], CachedResponse>
 
   constructor(options: PageRendererOptions) {
     this.db = options.db
+    this.read = options.read ?? options.db
     this.settings = options.settings
     this.metrics = options.metrics
     this.breaker = new CircuitBreaker((path: string, segment: string, options: RenderOptions) => this.renderCounted(path, segment, options), {
@@ -136,8 +143,9 @@ export class PageRenderer {
   }
 
   private async renderPage(path: string, segment: string, started: number, options: RenderOptions): Promise<CachedResponse> {
-    if (path === '/') return this.renderIndex(started, options)
-    const page = await findPublishedPage(this.db, path)
+    const db = options.primary === true ? this.db : this.read
+    if (path === '/') return this.renderIndex(db, started, options)
+    const page = await findPublishedPage(db, path)
     if (page === undefined) return this.notFound(path, started)
     let html: string
     let lastModified = page.updatedAt
@@ -146,21 +154,21 @@ export class PageRenderer {
     let perSegment = false
     if (page.kind === 'landing') {
       const searchStarted = performance.now()
-      const { variant, perSegment: varies } = await findPageVariant(this.db, page, segment)
+      const { variant, perSegment: varies } = await findPageVariant(db, page, segment)
       this.metrics.vectorSearch((performance.now() - searchStarted) / 1000)
       perSegment = varies
       html = renderLandingPage(page, variant)
       if (variant !== undefined && variant.updatedAt > lastModified) lastModified = variant.updatedAt
     } else {
-      html = renderSeoPage(page, await findRelatedPages(this.db, page.id, page.vertical, this.settings.relatedLinks))
+      html = renderSeoPage(page, await findRelatedPages(db, page.id, page.vertical, this.settings.relatedLinks))
     }
     const tags = [cacheTag('page', page.id), ...(perSegment ? [cacheTag('segment', segment)] : []), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
     return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, perSegment ? segment : undefined, started, page.path, options)
   }
 
-  private async renderIndex(started: number, options: RenderOptions): Promise<CachedResponse> {
-    const links = await listIndexLinks(this.db, INDEX_LINKS_PER_VERTICAL)
-    const lastModified = await latestPageUpdate(this.db)
+  private async renderIndex(db: Kysely<Database>, started: number, options: RenderOptions): Promise<CachedResponse> {
+    const links = await listIndexLinks(db, INDEX_LINKS_PER_VERTICAL)
+    const lastModified = await latestPageUpdate(db)
     const html = renderSiteIndex(this.settings.publicBaseUrl, links)
     return this.ok(html, lastModified, sharedTtlForPage('/', 0), [cacheTag('template', 'index')], undefined, started, '/', options)
   }

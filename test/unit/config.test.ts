@@ -86,6 +86,24 @@ t.test('log buffer and hit-line sampling: LOG_BUFFER_BYTES, ACCESS_LOG_HITS', as
   t.ok(error.problems[1]!.length < 200, 'a long value is cut in the message')
 })
 
+t.test('read replicas: DATABASE_READ_URL, DB_REPLICA_MAX_LAG_SECONDS, DB_REPLICA_CHECK_INTERVAL_MS', async (t) => {
+  t.match(loadConfig({}), { databaseReadUrls: [], dbReplicaMaxLagSeconds: 5, dbReplicaCheckIntervalMs: 2000 }, 'none by default')
+  const primary = 'postgres://u:p@db:5432/app'
+  const config = loadConfig({ DATABASE_URL: primary, DATABASE_READ_URL: ' postgres://u:p@replica-1/app , postgresql://u:p@replica-2:5433/app,', DB_REPLICA_MAX_LAG_SECONDS: '0.5', DB_REPLICA_CHECK_INTERVAL_MS: '500' })
+  t.same(config.databaseReadUrls, ['postgres://u:p@replica-1/app', 'postgresql://u:p@replica-2:5433/app'], 'comma-separated, trimmed')
+  t.match(config, { dbReplicaMaxLagSeconds: 0.5, dbReplicaCheckIntervalMs: 500 })
+
+  const embedded = t.throws(() => loadConfig({ DATABASE_READ_URL: 'postgres://u:replicaSecret@replica/app' })) as ConfigError
+  t.match(embedded.message, /DATABASE_READ_URL is set but DATABASE_URL is not: read replicas are replicas of a PostgreSQL primary, and the embedded database has none/)
+  t.notMatch(embedded.message, 'replicaSecret')
+  const bad = t.throws(() => loadConfig({ DATABASE_URL: primary, DATABASE_READ_URL: 'postgres://u:p@r1/app,mysql://u:replicaSecret@r2/app' })) as ConfigError
+  t.match(bad.message, /DATABASE_READ_URL \(item 2 of 2\): expected postgres:\/\/user:pass@replica-host:5432\/db \(comma-separated for several replicas\); the value is not shown/)
+  t.notMatch(bad.message, 'replicaSecret', 'a password is never echoed')
+  t.throws(() => loadConfig({ DATABASE_URL: primary, DATABASE_READ_URL: 'not a url' }), /DATABASE_READ_URL: expected postgres:/)
+  t.throws(() => loadConfig({ DB_REPLICA_MAX_LAG_SECONDS: '-1' }), /DB_REPLICA_MAX_LAG_SECONDS="-1": expected a number from 0 to 86400/)
+  t.throws(() => loadConfig({ DB_REPLICA_CHECK_INTERVAL_MS: '10' }), /DB_REPLICA_CHECK_INTERVAL_MS="10": expected an integer from 50 to 60000/)
+})
+
 t.test("a secret's value never appears in a configuration error", async (t) => {
   // Each bad value is distinctive, so finding any piece of it in the message is a leak.
   const table: Array<[Record<string, string>, string, RegExp]> = [

@@ -13,7 +13,7 @@ interface MetricSpec {
   type: 'counter' | 'gauge' | 'histogram'
   /** label -> allowed values (undefined: any value) */
   labels: Record<string, readonly string[] | undefined>
-  /** Registered only where its source runs (the stream gauges: an events consumer). */
+  /** Registered only where its source runs (the stream gauges: an events consumer; the replica gauges: DATABASE_READ_URL). */
   optional?: boolean
 }
 
@@ -42,6 +42,10 @@ const METRICS: Record<string, MetricSpec> = {
   variant_origin_events_pending: { type: 'gauge', labels: {}, optional: true },
   variant_origin_warmup_success_ratio: { type: 'gauge', labels: {} },
   variant_origin_pages_by_crawl_weight: { type: 'gauge', labels: { max_weight: ['0.1', '0.2', '0.3', '0.4', '0.5', '0.6', '0.7', '0.8', '0.9', '1'] } },
+  variant_origin_db_queries_total: { type: 'counter', labels: { target: ['primary', 'replica'], replica: undefined } },
+  variant_origin_db_replica_up: { type: 'gauge', labels: { replica: undefined }, optional: true },
+  variant_origin_db_replica_lag_seconds: { type: 'gauge', labels: { replica: undefined }, optional: true },
+  variant_origin_db_replica_fallbacks_total: { type: 'counter', labels: { reason: ['unavailable', 'error'] }, optional: true },
 }
 
 const FUNCTIONS = new Set(['label_replace', 'sum', 'max', 'min', 'avg', 'count', 'rate', 'irate', 'increase', 'histogram_quantile', 'topk', 'bottomk', 'clamp_min', 'clamp_max', 'delta', 'deriv', 'abs', 'vector', 'max_over_time', 'avg_over_time'])
@@ -157,13 +161,37 @@ t.test('Prometheus scrapes the origin; promtool and docker-compose accept the fi
   else t.comment('docker-compose is not installed: docker-compose.yml not checked')
 })
 
+t.test('the replica profile: a streaming replica of the primary, and the origin reading from it when deploy/replica.env is used', async (t) => {
+  t.equal(spawnSync('bash', ['-n', root('deploy/postgres/replica-entrypoint.sh')]).status, 0, 'the standby entrypoint parses')
+  const entrypoint = await readFile(root('deploy/postgres/replica-entrypoint.sh'), 'utf8')
+  t.match(entrypoint, /pg_basebackup -h "\$PRIMARY_HOST" -p 5432 -U "\$REPLICATION_USER" -D "\$PGDATA" -R -X stream/)
+  t.match(await readFile(root('deploy/postgres/pg_hba.conf'), 'utf8'), /^host\s+replication\s+replicator\s+all\s+scram-sha-256$/m, 'the primary admits the replication role')
+  const env = await readFile(root('deploy/replica.env'), 'utf8')
+  t.match(env, /^COMPOSE_PROFILES=replica$/m)
+  t.match(env, /^DATABASE_READ_URL=postgres:\/\/origin:origin@postgres-replica:5432\/origin$/m)
+  const config = (args: string[]) => spawnSync('docker-compose', [...args, 'config'], { cwd: root('.'), encoding: 'utf8', timeout: 30_000 })
+  const plain = config([])
+  if (plain.error !== undefined) {
+    t.comment('docker-compose is not installed: the replica profile is not checked with docker-compose config')
+    return
+  }
+  t.equal(plain.status, 0, plain.stderr)
+  t.match(plain.stdout, /DATABASE_READ_URL: (''|"")$/m, 'without the profile the origin has no replica')
+  const profile = config(['--profile', 'replica'])
+  t.equal(profile.status, 0, profile.stderr)
+  t.match(profile.stdout, /^ {2}postgres-replica:\n(?: {4,}.*\n)*? {4}profiles:\n {4,}- replica$/m, 'postgres-replica is in the replica profile')
+  const withEnv = config(['--env-file', 'deploy/replica.env'])
+  t.equal(withEnv.status, 0, withEnv.stderr)
+  t.match(withEnv.stdout, /DATABASE_READ_URL: postgres:\/\/origin:origin@postgres-replica:5432\/origin/, 'deploy/replica.env points the origin at the standby')
+})
+
 t.test('the origin exposes every metric of the dashboard', async (t) => {
   const app = await buildTestApp(t, { SEED_DEMO: 'false' })
   const response = await app.inject({ url: '/metrics' })
   t.equal(response.statusCode, 200, 'GET /metrics answers')
   for (const [name, spec] of Object.entries(METRICS)) {
     const declared = new RegExp(`^# TYPE ${name} ${spec.type}$`, 'm').test(response.body)
-    if (spec.optional === true && !declared) t.comment(`${name}: not registered here (no events consumer in this app)`)
+    if (spec.optional === true && !declared) t.comment(`${name}: not registered here (no events consumer, or no DATABASE_READ_URL, in this app)`)
     else t.ok(declared, `${name} is a ${spec.type}`)
   }
 })
