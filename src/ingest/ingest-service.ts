@@ -81,6 +81,9 @@ export async function activeEmbeddingVersion(db: Kysely<Database>, embedder: Emb
 }
 
 
+/** Code-unit order of two keys: the one order every batch upserts its rows in. */
+const byKey = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0)
+
 function hashFor(embedder: Embedder, text: string): string {
   return embeddingHash(embedder.model, embedder.dimensions, text)
 }
@@ -126,6 +129,10 @@ export async function ingestPages(db: Kysely<Database>, embedder: Embedder, reco
       updated_at: new Date(),
     }
   })
+  // Rows are upserted, and so locked, in path order: two batches sharing pages (two ingests, two origins)
+  // then wait for each other instead of each locking a row the other needs next (a deadlock, 40P01,
+  // which PostgreSQL resolves by failing one of them).
+  rows.sort((x, y) => byKey(x.path, y.path))
 
   const changed: Array<{ id: number; path: string; inserted: boolean }> = []
   const queued = await db.transaction().execute(async (trx) => {
@@ -242,8 +249,9 @@ export async function ingestVariants(db: Kysely<Database>, embedder: Embedder, r
   const hashes = variants.map((v) => hashFor(embedder, v.text))
   const needsVector = variants.flatMap((v, i) => (existing.get(v.key)?.hash === hashes[i] ? [] : [i]))
   const vectors = await embedAll(embedder, needsVector.map((i) => variants[i]!.text))
-  const withVector = needsVector.map((i, k) => ({ variant: variants[i]!, hash: hashes[i]!, embedding: toPgVector(padForStorage(vectors[k]!)) }))
-  const sameVector = variants.filter((v, i) => existing.get(v.key)?.hash === hashes[i])
+  // In key order, so concurrent batches lock shared rows in one order (see ingestPages).
+  const withVector = needsVector.map((i, k) => ({ variant: variants[i]!, hash: hashes[i]!, embedding: toPgVector(padForStorage(vectors[k]!)) })).sort((x, y) => byKey(x.variant.key, y.variant.key))
+  const sameVector = variants.filter((v, i) => existing.get(v.key)?.hash === hashes[i]).sort((x, y) => byKey(x.key, y.key))
 
   // A changed variant changes the pages of its scope, and of the scope it left when it moved.
   const pageIds = new Set<number>()

@@ -6,10 +6,14 @@
 import t from 'tap'
 import { buildTestApp } from '../../helper.ts'
 import { metricValue } from '../../support/metrics.ts'
+import { skipOnNative } from '../../support/native-postgres.ts'
 import { embeddedPostgresPid } from '../../support/processes.ts'
 import { until } from '../../support/until.ts'
 
-t.test('a hung database costs a warm key the render budget, and it gets its own stale entry', async (t) => {
+// The native pass holds a real server with a table lock instead: test/integration/native/real-server.test.ts.
+const skip = skipOnNative('it stops the embedded PostgreSQL child process (SIGSTOP)')
+
+t.test('a hung database costs a warm key the render budget, and it gets its own stale entry', { skip }, async (t) => {
   const app = await buildTestApp(t, {
     REDIS_URL: 'off',
     ORIGIN_FRESH_SECONDS: '1',

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sql } from 'kysely'
 import { migrateToLatest, openDatabase } from '../../../src/db/database.ts'
-import { buildTestApp } from '../../helper.ts'
+import { buildTestApp, directDatabase } from '../../helper.ts'
 import { runScript } from '../../support/processes.ts'
 import { startFakeSearchConsole } from '../../support/fake-search-console.ts'
 
@@ -42,14 +42,14 @@ t.test('a bad CSV: every problem with its line, exit 1, nothing read from the da
 })
 
 t.test('the CSV export into the database directly', async (t) => {
-  const dataDir = path.join(work, 'db')
-  const handle = await openDatabase({ databaseUrl: undefined, dataDir, dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 20000 }, { error: () => {} })
+  const target = await directDatabase(t, path.join(work, 'db'))
+  const handle = await openDatabase({ ...target, dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 20000 }, { error: () => {} })
   await migrateToLatest(handle.db)
   await sql`INSERT INTO pages (path, kind, title, canonical_url, crawl_weight) VALUES ('/a', 'seo', 'A', 'https://www.example.test/a', 0), ('/b', 'seo', 'B', 'https://www.example.test/b', 0.9)`.execute(handle.db)
   await handle.close()
   const file = path.join(work, 'Pages.csv')
   writeFileSync(file, '\ufeff"Top pages","Clicks","Impressions","CTR","Position"\r\n"https://www.example.test/a","120","1,000","12%","2.5"\r\n"https://www.example.test/unknown","1","10","10%","9"\r\n')
-  const result = await run([file, '--start', '2026-10-01', '--end', '2026-10-28'], { DATA_DIR: dataDir, REDIS_URL: 'off' })
+  const result = await run([file, '--start', '2026-10-01', '--end', '2026-10-28'], { ...target.env, REDIS_URL: 'off' })
   t.equal(result.code, 0, result.stderr)
   t.match(JSON.parse(result.stdout), { received: 2, matched: 1, unknown: 1, changed: 1, decayed: 1, unknownSample: ['https://www.example.test/unknown'] })
   // (The weights and history rows themselves are checked in test/routes/search-console.test.ts.)
@@ -57,11 +57,11 @@ t.test('the CSV export into the database directly', async (t) => {
   // An export of another site matches no page: refused, rather than decaying every page.
   const other = path.join(work, 'Other.csv')
   writeFileSync(other, '"Top pages","Clicks","Impressions","CTR","Position"\n"https://blog.other.test/x","5","50","10%","3"\n"https://blog.other.test/y","1","10","10%","4"\n')
-  const refused = await run([other, '--start', '2026-10-01', '--end', '2026-10-28'], { DATA_DIR: dataDir, REDIS_URL: 'off' })
+  const refused = await run([other, '--start', '2026-10-01', '--end', '2026-10-28'], { ...target.env, REDIS_URL: 'off' })
   t.equal(refused.code, 1)
   t.match(refused.stderr, /1 problem\(s\) in the Search Console batch; nothing was written/)
   t.match(refused.stderr, /  rows: no row's URL matched a page .*under PUBLIC_BASE_URL \(https:\/\/www\.example\.test\)\. Unknown: "https:\/\/blog\.other\.test\/x", "https:\/\/blog\.other\.test\/y"/)
-  const after = await openDatabase({ databaseUrl: undefined, dataDir, dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 20000 }, { error: () => {} })
+  const after = await openDatabase({ ...target, dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 20000 }, { error: () => {} })
   t.teardown(() => after.close())
   t.equal((await after.db.selectFrom('search_console_imports').select('id').execute()).length, 1, 'only the first import was written')
   t.equal(Number((await after.db.selectFrom('pages').select('crawl_weight').where('path', '=', '/b').executeTakeFirstOrThrow()).crawl_weight), 0.45, '/b decayed once, not twice')

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openDatabase } from '../../../src/db/database.ts'
-import { buildTestApp } from '../../helper.ts'
+import { buildTestApp, directDatabase } from '../../helper.ts'
+import { skipOnNative } from '../../support/native-postgres.ts'
 import { runScript } from '../../support/processes.ts'
 
 const cli = fileURLToPath(new URL('../../../src/cli/ingest.ts', import.meta.url))
@@ -40,22 +41,23 @@ t.test('a bad file: every problem with its line number, exit 1, nothing written'
 })
 
 t.test('a good file into the database directly, then again with nothing to do', async (t) => {
-  const dataDir = path.join(work, 'good')
+  const target = await directDatabase(t, path.join(work, 'good'))
   const file = path.join(work, 'good.ndjson')
   writeFileSync(file, ndjson(good))
-  const first = await run([file, '--batch', '10'], { DATA_DIR: dataDir, REDIS_URL: 'off' })
+  const first = await run([file, '--batch', '10'], { ...target.env, REDIS_URL: 'off' })
   t.equal(first.code, 0, first.stderr)
   t.match(JSON.parse(first.stdout), { segment: { upserted: 2 }, page: { inserted: 25, embedded: 25 }, variant: { inserted: 12, embedded: 12 } })
-  const second = await run([file], { DATA_DIR: dataDir, REDIS_URL: 'off' })
+  const second = await run([file], { ...target.env, REDIS_URL: 'off' })
   t.equal(second.code, 0, second.stderr)
   t.match(JSON.parse(second.stdout), { page: { unchanged: 25, embedded: 0 }, variant: { unchanged: 12, embedded: 0 } })
-  const handle = await openDatabase({ databaseUrl: undefined, dataDir, dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
+  const handle = await openDatabase({ ...target, dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
   t.teardown(() => handle.close())
   t.equal((await handle.db.selectFrom('pages').select('id').execute()).length, 25)
-  // While this process holds the data directory, a second CLI must refuse rather than corrupt it.
-  const locked = await run([file], { DATA_DIR: dataDir, REDIS_URL: 'off' })
-  t.equal(locked.code, 1)
-  t.match(locked.stderr, /is in use by process \d+/)
+  t.test('while this process holds the data directory, a second CLI refuses rather than corrupt it', { skip: skipOnNative('the data directory lock of PGlite') }, async (t) => {
+    const locked = await run([file], { ...target.env, REDIS_URL: 'off' })
+    t.equal(locked.code, 1)
+    t.match(locked.stderr, /is in use by process \d+/)
+  })
 })
 
 t.test('through a running origin with --url', async (t) => {

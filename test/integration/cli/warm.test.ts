@@ -3,15 +3,16 @@
 
 import t from 'tap'
 import { fileURLToPath } from 'node:url'
+import pg from 'pg'
 import { buildTestApp } from '../../helper.ts'
 import { metricValue } from '../../support/metrics.ts'
-import { embeddedPostgresPid, runScript } from '../../support/processes.ts'
+import { runScript } from '../../support/processes.ts'
 
 const cli = fileURLToPath(new URL('../../../bin/warm.ts', import.meta.url))
 const TOKEN = 'warm-cli-token-0123456789'
 
 t.test('--url: the CLI follows the job to its end and prints the report; a warm-up already running is exit 1', async (t) => {
-  // Long database timeouts: the paused database below must hold the warm-up, not fail it.
+  // Long database timeouts: the held database below must hold the warm-up, not fail it.
   const app = await buildTestApp(t, { ADMIN_TOKEN: TOKEN, REDIS_KEY_PREFIX: `vo-warm-cli-${process.pid}:`, DB_STATEMENT_TIMEOUT_MS: '60000', DB_CONNECT_TIMEOUT_MS: '60000' })
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
 
@@ -22,20 +23,25 @@ t.test('--url: the CLI follows the job to its end and prints the report; a warm-
   t.equal(report.warmed + report.skipped, report.attempted)
   t.ok((await metricValue(app, 'http_request_duration_seconds_count', { method: 'GET', route: '/admin/jobs/:id', status_code: '200' })) >= 1, 'the CLI polled the job')
 
-  // A warm-up that cannot finish yet (the database is paused) holds the instance's one warm-up slot.
-  const pid = embeddedPostgresPid()
-  t.ok(pid, 'the embedded PostgreSQL child')
-  const busy = await app.inject({ method: 'POST', url: '/admin/warm', headers: { authorization: `Bearer ${TOKEN}` }, payload: { top: 10 } })
-  t.equal(busy.statusCode, 202)
-  process.kill(pid!, 'SIGSTOP')
-  let paused = true
-  const resume = () => {
-    if (paused) process.kill(pid!, 'SIGCONT')
-    paused = false
+  // A warm-up that cannot finish yet holds the instance's one warm-up slot. The database is held before
+  // it starts, from another connection: on the embedded database an open transaction makes every other
+  // query wait (one backend session), on a real server the lock on pages (the warm-up's first read) does.
+  const blocker = new pg.Client({ connectionString: app.database.connectionString })
+  await blocker.connect()
+  await blocker.query('BEGIN')
+  await blocker.query('LOCK TABLE pages IN ACCESS EXCLUSIVE MODE')
+  let held = true
+  const resume = async () => {
+    if (!held) return
+    held = false
+    await blocker.query('COMMIT')
+    await blocker.end()
   }
   t.teardown(resume)
+  const busy = await app.inject({ method: 'POST', url: '/admin/warm', headers: { authorization: `Bearer ${TOKEN}` }, payload: { top: 10 } })
+  t.equal(busy.statusCode, 202)
   const refused = await runScript(cli, ['--top', '10', '--url', address], { ADMIN_TOKEN: TOKEN })
-  resume()
+  await resume()
   t.equal(refused.code, 1, 'refused: exit 1')
   t.match(refused.stderr, /variant-origin warm: 409 from \/admin\/warm: .*already running/)
   t.match(refused.stderr, busy.json().job.id, 'naming the running job')

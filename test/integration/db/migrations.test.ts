@@ -4,8 +4,10 @@ import t from 'tap'
 import { sql } from 'kysely'
 import { createMigrator, migrateToLatest, openDatabase, pendingMigrations } from '../../../src/db/database.ts'
 import { seedDemoSite } from '../../../src/demo/demo-site.ts'
+import { directDatabase } from '../../helper.ts'
 
-const handle = await openDatabase({ databaseUrl: undefined, dataDir: 'memory://', dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
+// An empty database: the embedded one, or a fresh one on the native pass's PostgreSQL.
+const handle = await openDatabase({ ...(await directDatabase(t)), dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
 t.teardown(() => handle.close())
 const { db } = handle
 const ALL = ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement', '0006_variant_scope']
@@ -74,7 +76,7 @@ t.test('down migrations revert cleanly, and up again', async (t) => {
 })
 
 t.test('0006 moves existing variants to their landing page: by CTA, else the nearest landing page, else the vertical general', async (t) => {
-  const fresh = await openDatabase({ databaseUrl: undefined, dataDir: 'memory://', dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
+  const fresh = await openDatabase({ ...(await directDatabase(t)), dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
   t.teardown(() => fresh.close())
   const old = fresh.db
   t.equal((await createMigrator(old).migrateTo('0005_engagement')).error, undefined)

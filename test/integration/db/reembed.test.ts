@@ -17,7 +17,9 @@ const newEmbedder = () => new OpenAIEmbedder({ apiKey: 'sk-test', baseURL: fake.
 const SEGMENTS = ['general', 'enterprise', 'smb', 'developer']
 
 t.test('switch under load: answers never mix versions; concurrent writes are carried over', async (t) => {
-  const app = await buildTestApp(t, { REDIS_URL: 'off', DB_STATEMENT_TIMEOUT_MS: '60000' }) // the version switch is one big transaction; a loaded CI machine must not time it out
+  // The version switch is one big transaction: a loaded CI machine must not time it out. Nor may a render
+  // there overrun the budget: the default segment's rendering would stand in for the variant under test.
+  const app = await buildTestApp(t, { REDIS_URL: 'off', DB_STATEMENT_TIMEOUT_MS: '60000', RENDER_BUDGET_MS: '60000' })
   const { db } = app.database
   const landing = await db.selectFrom('pages').select(['id', 'path', 'vertical', 'intent_text', 'title', 'meta_description']).where('kind', '=', 'landing').execute()
 

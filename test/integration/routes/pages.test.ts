@@ -1,4 +1,4 @@
-// The caching contract as the CDN sees it, through the real app on the embedded PostgreSQL.
+// The caching contract as the CDN sees it, through the real app on the embedded PostgreSQL (and on a native one in the native pass).
 
 import t from 'tap'
 import { sql } from 'kysely'
@@ -291,12 +291,13 @@ t.test('a personalized miss over the time budget serves the default rendering, t
   const budgetApp = await buildTestApp(t, { RENDER_BUDGET_MS: '50', REDIS_URL: 'off' })
   const general = await budgetApp.inject({ url: '/helpdesk' })
   t.match(general.body, 'data-segment="general"')
-  // Hold the embedded database with a transaction from another connection: every query of the app waits.
+  // Hold the database from another connection: on the embedded one any open transaction makes every query
+  // of the app wait (one backend session); on a real server the lock on the two tables a render reads does.
   const { default: pg } = await import('pg')
   const blocker = new pg.Client({ connectionString: budgetApp.database.connectionString })
   await blocker.connect()
   await blocker.query('BEGIN')
-  await blocker.query('SELECT 1')
+  await blocker.query('LOCK TABLE pages, content_variants IN ACCESS EXCLUSIVE MODE')
   let released = false
   const release = async () => {
     if (released) return
