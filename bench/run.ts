@@ -48,34 +48,20 @@ interface Origin {
   logFile: string
 }
 
-/** The pid of the process under `root` whose command line names server.ts (npm -> sh -> node). */
-function serverPid(root: number): number | undefined {
-  const cmdline = (pid: number): string => {
+/** The node process serving `port` (npm -> sh -> node): found by its command line and its PORT. */
+function serverPid(port: number): number | undefined {
+  const read = (pid: string, file: string): string => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      return readFileSync(`/proc/${pid}/${file}`, 'utf8')
     } catch {
       return ''
     }
   }
-  const comm = (pid: number): string => {
-    try {
-      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
-    } catch {
-      return ''
-    }
-  }
-  const queue = [root]
-  while (queue.length > 0) {
-    const pid = queue.shift()!
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
     // The node process itself, not the shell npm runs it through (whose command line names it too).
-    if (/\bserver\.ts\b/.test(cmdline(pid)) && comm(pid) === 'node') return pid
-    try {
-      for (const task of readdirSync(`/proc/${pid}/task`)) {
-        queue.push(...readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean).map(Number))
-      }
-    } catch {
-      // gone
-    }
+    const argv = read(pid, 'cmdline').split('\0')
+    if (!/(^|\/)node$/.test(argv[0] ?? '') || !argv.some((arg) => /\bserver\.ts$/.test(arg))) continue
+    if (read(pid, 'environ').split('\0').includes(`PORT=${port}`)) return Number(pid)
   }
   return undefined
 }
@@ -106,7 +92,7 @@ async function startOrigin(name: string, extra: Record<string, string> = {}): Pr
     if (Date.now() > deadline) throw new Error(`${name}: not ready after 300 s`)
     await new Promise((resolve) => setTimeout(resolve, 500))
   }
-  const pid = serverPid(child.pid!)
+  const pid = serverPid(port)
   if (pid === undefined) throw new Error(`${name}: no node server.ts process under npm (pid ${child.pid})`)
   return { url, pid, logFile }
 }
