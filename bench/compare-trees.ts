@@ -12,6 +12,7 @@ import autocannon from 'autocannon'
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { cpuMs, median } from './measure.ts'
 
 const [treeA, treeB, scenario = 'l1'] = process.argv.slice(2)
 if (treeA === undefined || treeB === undefined || !['l1', 'l2', '304'].includes(scenario)) {
@@ -23,18 +24,6 @@ const DURATION = Number(process.env.BENCH_DURATION ?? 3)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20)
 const PAGE = '/crm/dentists/austin'
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/12'
-
-/** CPU time (user + system, ms) a process has used: /proc/<pid>/stat fields 14 and 15, in ticks of 10 ms. */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 10
-}
-
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
 
 interface Origin {
   name: string

@@ -13,6 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../test/support/net.ts'
 import { until } from '../test/support/until.ts'
+import { cpuMs, median } from './measure.ts'
 
 const ROUNDS = Number(process.env.LOG_COST_ROUNDS ?? 5)
 const DURATION = Number(process.env.LOG_COST_DURATION ?? 5)
@@ -26,18 +27,6 @@ const SETTINGS: Array<{ name: string; env: Record<string, string> }> = [
   { name: 'hits not logged (ACCESS_LOG_HITS=off)', env: { ACCESS_LOG_HITS: 'off' } },
   { name: 'no request lines (LOG_LEVEL=warn)', env: { LOG_LEVEL: 'warn' } },
 ]
-
-/** CPU time (user + system, ms) a process has used: /proc/<pid>/stat fields 14 and 15, in clock ticks of 10 ms. */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 10
-}
-
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
 
 interface Server {
   name: string

@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { deleteKeysWithPrefix } from '../test/support/redis-keys.ts'
 import { freePort } from '../test/support/net.ts'
+import { cpuMs, median } from './measure.ts'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)
@@ -108,12 +109,6 @@ function startBare(env: Record<string, string>): Promise<{ url: string; pid: num
   })
 }
 
-/** CPU time (user + system, ms) a process has used: /proc/<pid>/stat fields 14 and 15, in clock ticks of 10 ms. */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 10
-}
-
 const toMs = (value: string): number => {
   const m = /^([\d.]+)(us|ms|s)$/.exec(value)
   if (m === null) return Number.NaN
@@ -157,12 +152,6 @@ function wireBytes(url: string, path: string, headers: Record<string, string>): 
     })
     socket.end(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}Connection: close\r\n\r\n`)
   })
-}
-
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
 try {
