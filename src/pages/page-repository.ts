@@ -1,7 +1,7 @@
 // Page, segment and variant reads for the render path: plain functions over Kysely<Database>.
 
-import { type Kysely, type Selectable, sql } from 'kysely'
-import type { ContentVariantsTable, Database, PageKind } from '../db/schema.ts'
+import { type Kysely, type RawBuilder, type Selectable, sql } from 'kysely'
+import type { ContentVariantsTable, Database, PageKind, PagesTable } from '../db/schema.ts'
 
 export interface PageRow {
   id: number
@@ -24,7 +24,12 @@ export async function findPublishedPage(db: Kysely<Database>, path: string): Pro
     .where('path', '=', path)
     .where('status', '=', 'published')
     .executeTakeFirst()
-  if (row === undefined) return undefined
+  return row === undefined ? undefined : pageRow(row)
+}
+
+type PageColumns = Pick<Selectable<PagesTable>, 'id' | 'path' | 'kind' | 'title' | 'meta_description' | 'canonical_url' | 'body_html' | 'vertical' | 'template' | 'crawl_weight' | 'updated_at'>
+
+function pageRow(row: PageColumns): PageRow {
   return {
     id: Number(row.id),
     path: row.path,
@@ -65,49 +70,92 @@ export interface PageVariant {
   perSegment: boolean
 }
 
+type VariantFields = Selectable<ContentVariantsTable>
+/** What the variant lookup returns besides the page's own columns: the variant's, null when there is none. */
+type VariantColumns = { [K in 'headline' | 'subhead' | 'features' | 'cta_label' | 'cta_url' | 'social_proof']: VariantFields[K] | null } & {
+  variant_id: string | null
+  variant_segment: VariantFields['segment'] | null
+  variant_updated_at: VariantFields['updated_at'] | null
+  in_scope: boolean
+}
+
 /**
- * What a landing page shows a segment: among the variants of that segment in the page's scope (its own,
- * then its vertical's) within the active embedding version, the one nearest to the page's intent. The
- * scope is a handful of rows found by index, so the distance ordering is an exact scan of them. A page
- * with no comparable vector (another version, or none yet) still gets its own variant; ties and
- * missing distances fall back to the variant id. One statement: the scope check rides along.
+ * The variant lookup, one statement for the page rows `where` selects (at most one): for a landing page,
+ * among the variants of `segment` in its scope (its own, then its vertical's: `vertical`) within the active
+ * embedding version, the one nearest to the page's intent, and whether any variant of any segment is in
+ * its scope. The scope is a handful of rows found by index (content_variants_page_scope,
+ * content_variants_vertical_scope), so the distance ordering is an exact scan of them. A page with no
+ * comparable vector (another version, or none yet) still gets its own variant; ties and missing distances
+ * fall back to the variant id. With `withPage`, the page's columns come along.
+ *
+ * The scope check runs only when the segment has no variant (a variant found is in scope: OR stops at it,
+ * and a subquery runs only when reached), as two probes, the first entry of each partial index for the
+ * page, then for its vertical. `ORDER BY segment LIMIT 1` rather than EXISTS: the index gives that order,
+ * a sequential scan would have to read every match, so no estimate can make the planner scan the table.
+ * It used to be one EXISTS over `page_id = $1 OR vertical = $2`, which no index serves for a first row:
+ * the planner took a sequential scan for it, run twice (the column and the join's ON), about 4 ms of a miss
+ * on 10,000 variants (bench/RESULTS.md, cold section); a plain EXISTS per scope still gets one for a
+ * vertical holding a large share of the variants. The active version is joined once rather than looked up
+ * in four subqueries: less to plan, and the statement is planned on every execution.
  */
-export async function findPageVariant(db: Kysely<Database>, page: { id: number; vertical: string }, segment: string): Promise<PageVariant> {
-  // LEFT JOIN LATERAL over a one-row scope check: kysely has no builder for it.
-  const result = await sql<
-    { in_scope: boolean; id: string | null } & Pick<Selectable<ContentVariantsTable>, 'segment' | 'headline' | 'subhead' | 'features' | 'cta_label' | 'cta_url' | 'social_proof' | 'updated_at'>
-  >`
-    SELECT scope.in_scope, nv.* FROM (
-      SELECT EXISTS (
-        SELECT 1 FROM content_variants
-        WHERE (page_id = ${page.id} OR vertical = ${page.vertical}) AND vector_version = ${activeVersion}
-      ) AS in_scope
-    ) AS scope
+function variantLookup(where: RawBuilder<unknown>, vertical: RawBuilder<unknown>, segment: string, withPage: boolean): RawBuilder<VariantColumns & Partial<PageColumns>> {
+  // LEFT JOIN LATERAL and a short-circuited scope check: kysely has no builder for them.
+  return sql<VariantColumns & Partial<PageColumns>>`
+    SELECT ${withPage ? sql`p.id, p.path, p.kind, p.title, p.meta_description, p.canonical_url, p.body_html, p.vertical, p.template, p.crawl_weight, p.updated_at,` : sql``}
+      nv.id AS variant_id, nv.segment AS variant_segment, nv.headline, nv.subhead, nv.features, nv.cta_label, nv.cta_url, nv.social_proof, nv.updated_at AS variant_updated_at,
+      COALESCE(p.kind = 'landing' AND (
+        nv.id IS NOT NULL
+        OR (SELECT true FROM content_variants WHERE page_id = p.id AND vector_version = av.id ORDER BY segment LIMIT 1)
+        OR (SELECT true FROM content_variants WHERE vertical = ${vertical} AND vector_version = av.id ORDER BY segment LIMIT 1)
+      ), false) AS in_scope
+    FROM pages p
+    LEFT JOIN embedding_versions av ON av.active
     LEFT JOIN LATERAL (
       SELECT v.id, v.segment, v.headline, v.subhead, v.features, v.cta_label, v.cta_url, v.social_proof, v.updated_at
       FROM content_variants v
-      WHERE (v.page_id = ${page.id} OR v.vertical = ${page.vertical}) AND v.segment = ${segment} AND v.vector_version = ${activeVersion}
+      WHERE p.kind = 'landing' AND (v.page_id = p.id OR v.vertical = ${vertical}) AND v.segment = ${segment} AND v.vector_version = av.id
       ORDER BY v.page_id IS NULL,
-        v.embedding <=> (SELECT intent_embedding FROM pages WHERE id = ${page.id} AND embedding_version = ${activeVersion}) NULLS LAST,
+        v.embedding <=> (CASE WHEN p.embedding_version = av.id THEN p.intent_embedding END) NULLS LAST,
         v.id
       LIMIT 1
-    ) AS nv ON scope.in_scope`.execute(db)
-  const row = result.rows[0]
-  if (row === undefined || row.id === null) return { variant: undefined, perSegment: row?.in_scope === true }
+    ) AS nv ON true
+    WHERE ${where}`
+}
+
+function pageVariant(row: VariantColumns | undefined): PageVariant {
+  if (row === undefined || row.variant_id === null) return { variant: undefined, perSegment: row?.in_scope === true }
   return {
     perSegment: true,
     variant: {
-      id: Number(row.id),
-      segment: row.segment,
-      headline: row.headline,
-      subhead: row.subhead,
-      features: row.features,
-      ctaLabel: row.cta_label,
-      ctaUrl: row.cta_url,
-      socialProof: row.social_proof,
-      updatedAt: row.updated_at,
+      id: Number(row.variant_id),
+      segment: row.variant_segment!,
+      headline: row.headline!,
+      subhead: row.subhead!,
+      features: row.features!,
+      ctaLabel: row.cta_label!,
+      ctaUrl: row.cta_url!,
+      socialProof: row.social_proof!,
+      updatedAt: row.variant_updated_at!,
     },
   }
+}
+
+/** What a landing page shows a segment, and whether it differs by segment at all (see variantLookup). */
+export async function findPageVariant(db: Kysely<Database>, page: { id: number; vertical: string }, segment: string): Promise<PageVariant> {
+  const result = await variantLookup(sql`p.id = ${page.id}`, sql`${page.vertical}`, segment, false).execute(db)
+  return pageVariant(result.rows[0])
+}
+
+/**
+ * The published page at `path` and, for a landing page, what it shows `segment`: findPublishedPage and
+ * findPageVariant in one statement, one round trip for a miss instead of two. `variant` is undefined and
+ * `perSegment` false for any other kind of page.
+ */
+export async function findPublishedPageWithVariant(db: Kysely<Database>, path: string, segment: string): Promise<({ page: PageRow } & PageVariant) | undefined> {
+  const result = await variantLookup(sql`p.path = ${path} AND p.status = 'published'`, sql`p.vertical`, segment, true).execute(db)
+  const row = result.rows[0]
+  if (row === undefined) return undefined
+  return { page: pageRow(row as PageColumns), ...pageVariant(row) }
 }
 
 /** The landing pages whose scope is these pages or verticals: what an edit of their variants changes. */

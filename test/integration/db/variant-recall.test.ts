@@ -1,16 +1,18 @@
 // The variant a page shows is the true nearest within its scope: 5,000 variants over 8 segments from
 // real-looking copy, each belonging to one of 60 landing pages or to one of 6 verticals, compared with
 // an exact scan of that scope. Never another page's variant, never another segment's; a page's own
-// variants before its vertical's; a page with nothing in scope is the same for every segment.
+// variants before its vertical's; a page with nothing in scope is the same for every segment. The page
+// and its variant also come in one statement, whose scope check runs by index, and only when needed.
 
 import t, { type Test } from 'tap'
-import { sql } from 'kysely'
+import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely'
 import { migrateToLatest, openDatabase } from '../../../src/db/database.ts'
+import type { Database } from '../../../src/db/schema.ts'
 import { LocalEmbedder } from '../../../src/embeddings/embedder.ts'
 import { localEmbedding } from '../../../src/embeddings/local-embedder.ts'
 import { ingestPages, ingestSegments, ingestVariants } from '../../../src/ingest/ingest-service.ts'
 import { pageEmbeddingText } from '../../../src/embeddings/embedding-text.ts'
-import { findPageVariant } from '../../../src/pages/page-repository.ts'
+import { findPageVariant, findPublishedPage, findPublishedPageWithVariant } from '../../../src/pages/page-repository.ts'
 import { fnv1a32 } from '../../../src/hash.ts'
 
 const handle = await openDatabase({ databaseUrl: process.env.TEST_DATABASE_URL, dataDir: 'memory://', dbPoolMax: 1, dbConnectTimeoutMs: 10_000, dbStatementTimeoutMs: 120_000 }, { error: () => {} })
@@ -102,6 +104,11 @@ async function recall(t: Test, label: string): Promise<void> {
       const candidates = own.length > 0 ? own : inScope.filter((v) => v.segment === segment)
       const exact = candidates.map((v) => ({ id: v.id, d: cosineDistance(query, v.vector) })).sort((a, b) => a.d - b.d)
       const { variant: found, perSegment } = await findPageVariant(db, { id: pageId, vertical: page.vertical }, segment)
+      // The one-statement lookup (page row and variant) answers the same as the two.
+      const together = await findPublishedPageWithVariant(db, page.path, segment)
+      if (together === undefined || together.page.id !== pageId || together.variant?.id !== found?.id || together.perSegment !== perSegment) {
+        wrong.push(`${page.path} ${segment}: in one statement variant ${together?.variant?.id} (perSegment ${together?.perSegment}), in two ${found?.id} (${perSegment})`)
+      }
       total++
       if (perSegment !== inScope.length > 0) wrong.push(`${page.path}: perSegment ${perSegment} with ${inScope.length} variants in scope`)
       if (exact.length === 0) {
@@ -151,5 +158,59 @@ t.test('the lookup reads the scope by index, with no vector index to approximate
     await recall(t, 'index scans only')
   } finally {
     await sql`RESET enable_seqscan`.execute(db)
+  }
+})
+
+t.test('the miss reads the page and its variant in one statement, the scope check by index and only when needed', async (t) => {
+  await sql`ANALYZE`.execute(db)
+  // The statements the repository sends, from a second kysely over the same pool (never destroyed: the pool is the handle's).
+  const sent: CompiledQuery[] = []
+  const logged = new Kysely<Database>({ dialect: new PostgresDialect({ pool: handle.pool }), log: (event) => void sent.push(event.query) })
+  const plan = async (query: CompiledQuery): Promise<string[]> => {
+    const result = await handle.pool.query(`EXPLAIN (ANALYZE, COSTS OFF) ${query.sql}`, [...query.parameters])
+    return result.rows.map((r: Record<string, string>) => r['QUERY PLAN']!)
+  }
+  // Scans of content_variants other than the lateral's (alias v): the scope probes.
+  const probes = (lines: string[]) => lines.filter((l) => / on content_variants( content_variants_\d+)? \(/.test(l))
+
+  const withOwn = await db.selectFrom('content_variants as v').innerJoin('pages as p', 'p.id', 'v.page_id').select(['p.path', 'v.segment']).orderBy('v.id').executeTakeFirstOrThrow()
+  sent.length = 0
+  const found = await findPublishedPageWithVariant(logged, withOwn.path, withOwn.segment)
+  t.equal(sent.length, 1, 'one statement for the page and its variant')
+  t.ok(found?.variant !== undefined && found.perSegment, 'a variant of its own')
+  const foundPlan = await plan(sent[0]!)
+  t.equal(probes(foundPlan).length, 2, 'two scope probes in the plan')
+  t.ok(probes(foundPlan).every((l) => l.includes('never executed')), 'a variant found: the scope check never runs', { plan: foundPlan })
+  t.notMatch(foundPlan.join('\n'), /Seq Scan on content_variants/, 'no sequential scan of the variants')
+
+  // The page with nothing in scope (v5, no variants of its own): both probes run, by index.
+  const empty = await findPublishedPage(db, `/lp/${PAGES - 1}`)
+  sent.length = 0
+  t.same(await findPageVariant(logged, empty!, 'smb'), { variant: undefined, perSegment: false }, 'nothing in scope')
+  const emptyPlan = await plan(sent[0]!)
+  t.ok(probes(emptyPlan).every((l) => !l.includes('never executed')), 'nothing found: both probes run')
+  t.notMatch(emptyPlan.join('\n'), /Seq Scan on content_variants/, 'by index, not by scanning the table')
+
+  // A segment with no variant, on a page with none of its own whose vertical has 200 (the vertical given
+  // as a constant, which the planner has statistics for): both probes, by index, never a table scan.
+  const dense = await db.selectFrom('pages').select(['id', 'path', 'vertical']).where('vertical', '=', 'v0').orderBy('id', 'desc').executeTakeFirstOrThrow()
+  sent.length = 0
+  t.same(await findPageVariant(logged, { id: Number(dense.id), vertical: dense.vertical }, 'no-such-segment'), { variant: undefined, perSegment: true }, 'no variant for the segment, yet per segment')
+  const densePlan = await plan(sent[0]!)
+  t.notMatch(densePlan.join('\n'), /Seq Scan on content_variants/, 'a vertical given as a constant: by index too')
+
+  // Any other page: no variant and one entry for every segment; a draft or an unknown path: nothing.
+  await ingestPages(db, embedder, [
+    { path: '/seo/v0/page', kind: 'seo', title: 'An SEO page', vertical: 'v0', intent_text: 'CRM reports for global teams' },
+    { path: '/lp/draft', kind: 'landing', title: 'A draft', vertical: 'v0', status: 'draft' },
+  ], 'https://www.example.test', NONE.options)
+  try {
+    const seo = await findPublishedPageWithVariant(db, '/seo/v0/page', 'enterprise')
+    t.match(seo, { page: { path: '/seo/v0/page', kind: 'seo', vertical: 'v0' }, variant: undefined, perSegment: false }, 'an SEO page: the page alone')
+    t.same(seo?.page, await findPublishedPage(db, '/seo/v0/page'), 'the same page row as findPublishedPage')
+    t.equal(await findPublishedPageWithVariant(db, '/lp/draft', 'enterprise'), undefined, 'a draft is not published')
+    t.equal(await findPublishedPageWithVariant(db, '/lp/none', 'enterprise'), undefined, 'an unknown path')
+  } finally {
+    await db.deleteFrom('pages').where('path', 'in', ['/seo/v0/page', '/lp/draft']).execute()
   }
 })
