@@ -14,7 +14,7 @@ import { strongEtag } from '../http/conditional.ts'
 import { compressBody, type Encodings, hasEncodings, isCompressible } from '../http/content-coding.ts'
 import { fnv1a32 } from '../hash.ts'
 import { pageEntryHeaders } from '../http/page-response.ts'
-import { findPageVariant, findPublishedPage, findRelatedPages, latestPageUpdate, listIndexLinks } from '../pages/page-repository.ts'
+import { findPublishedPageWithVariant, findRelatedPages, latestPageUpdate, listIndexLinks } from '../pages/page-repository.ts'
 import { TIMED_OUT, withTimeout } from '../timeout.ts'
 import { renderLandingPage, renderNotFound, renderSeoPage, renderSiteIndex } from './page-templates.ts'
 
@@ -145,18 +145,19 @@ export class PageRenderer {
   private async renderPage(path: string, segment: string, started: number, options: RenderOptions): Promise<CachedResponse> {
     const db = options.primary === true ? this.db : this.read
     if (path === '/') return this.renderIndex(db, started, options)
-    const page = await findPublishedPage(db, path)
-    if (page === undefined) return this.notFound(path, started)
+    const lookupStarted = performance.now()
+    // The page and, for a landing page, its variant for this segment and whether it varies by segment at
+    // all: one statement, one round trip for a miss.
+    const found = await findPublishedPageWithVariant(db, path, segment)
+    if (found === undefined) return this.notFound(path, started)
+    const { page, variant } = found
     let html: string
     let lastModified = page.updatedAt
     // Only a landing page with variants in its scope can differ by segment; every other page is one
     // entry for all segments, at every tier (no segment in its key, Vary or tags).
-    let perSegment = false
+    const perSegment = found.perSegment
     if (page.kind === 'landing') {
-      const searchStarted = performance.now()
-      const { variant, perSegment: varies } = await findPageVariant(db, page, segment)
-      this.metrics.vectorSearch((performance.now() - searchStarted) / 1000)
-      perSegment = varies
+      this.metrics.vectorSearch((performance.now() - lookupStarted) / 1000)
       html = renderLandingPage(page, variant)
       if (variant !== undefined && variant.updatedAt > lastModified) lastModified = variant.updatedAt
     } else {
