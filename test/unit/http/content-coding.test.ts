@@ -1,7 +1,7 @@
 import t from 'tap'
-import { brotliDecompressSync, gunzipSync } from 'node:zlib'
+import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync } from 'node:zlib'
 import { randomBytes } from 'node:crypto'
-import { acceptedCodings, chooseCoding, compressBody, MIN_COMPRESSIBLE_BYTES } from '../../../src/http/content-coding.ts'
+import { acceptedCodings, brotliWindowBits, chooseCoding, compressBody, MIN_COMPRESSIBLE_BYTES } from '../../../src/http/content-coding.ts'
 import { decodeEntry, encodeEntry } from '../../../src/cache/redis-l2.ts'
 import { type CachedResponse, entryBytes, ResponseCache } from '../../../src/cache/response-cache.ts'
 
@@ -93,4 +93,18 @@ t.test("L1's byte bound counts every coding", async (t) => {
   cache.set('compressed', compressed, Date.now() + 60_000)
   t.ok(cache.get('plain'), 'the identity bytes alone fit')
   t.equal(cache.get('compressed'), undefined, 'with its codings the entry is over the per-entry bound')
+})
+
+t.test("brotli's window fits the body: the same size out as the default 4 MiB window, without allocating it", async (t) => {
+  t.equal(brotliWindowBits(300), 10, 'the smallest window brotli allows')
+  t.equal(brotliWindowBits(3_000), 12)
+  t.equal(brotliWindowBits(200_000), 18)
+  t.equal(brotliWindowBits(64 << 20), constants.BROTLI_MAX_WINDOW_BITS)
+  for (const size of [300, 2_000, 20_000, 200_000]) {
+    const body = html(size)
+    const { br } = await compressBody(body)
+    const unfitted = brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 9, [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT } })
+    t.same(brotliDecompressSync(br!.body), body, `${size} B decodes`)
+    t.ok(br!.body.length <= unfitted.length + 4, `${size} B: ${br!.body.length} bytes fitted, ${unfitted.length} with the default window`)
+  }
 })
