@@ -27,9 +27,12 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
   invalidationBus.onMessage(({ keys, tags }) => cache.evictLocal(keys, tags))
   // Live renders read through DatabaseHandle.read (a healthy replica, else the primary); warm-up reads the primary.
   const renderer = new PageRenderer({ db: app.database.db, read: app.database.read, settings: config, metrics: metrics.pages })
+  const renders = new RenderCoordinator({ cache, locks: l2, onCoalesced: metrics.pages.renderCoalesced })
+  // Renders answered just before close still write L2 and unlock: before plugins/redis.ts disconnects.
+  app.addHook('onClose', () => renders.settled())
   const pages = new PageService({
     cache,
-    renders: new RenderCoordinator({ cache, locks: l2, onCoalesced: metrics.pages.renderCoalesced }),
+    renders,
     renderer,
     settings: config,
     metrics: metrics.pages,

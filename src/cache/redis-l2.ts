@@ -2,7 +2,7 @@
 // makes one instance render a cold key while the others wait for its entry. Every call fails open:
 // an error or a timeout is a miss (or "no lock"), counted, never a failed request.
 
-import type { Cluster, Redis } from 'ioredis'
+import type { ChainableCommander, Cluster, Redis } from 'ioredis'
 import type { ContentCoding, Encodings } from '../http/content-coding.ts'
 import type { CachedResponse } from './response-cache.ts'
 
@@ -105,18 +105,16 @@ export class RedisL2 {
       if (written !== 'OK') return false
       // The tag index lets a purge by tag find the keys: per tag, a sorted set of keys scored by when
       // they expire. Each write drops the members already expired and keeps the set only as long as its
-      // last member, so no tag index outlives or outgrows the keys it lists. One slot per tag on a Cluster.
-      await Promise.all(
-        entry.tags.map((tag) =>
-          this.redis
-            .multi()
-            .zadd(tagIndex(tag), now + ttl, key)
-            .zremrangebyscore(tagIndex(tag), '-inf', now)
-            .pexpire(tagIndex(tag), ttl, 'NX')
-            .pexpire(tagIndex(tag), ttl, 'GT')
-            .exec(),
-        ),
-      )
+      // last member, so no tag index outlives or outgrows the keys it lists. One transaction for all of an
+      // entry's tags (one round trip); on a Cluster, where each tag index has its own slot, one per tag.
+      const indexTag = (multi: ChainableCommander, tag: string): ChainableCommander =>
+        multi
+          .zadd(tagIndex(tag), now + ttl, key)
+          .zremrangebyscore(tagIndex(tag), '-inf', now)
+          .pexpire(tagIndex(tag), ttl, 'NX')
+          .pexpire(tagIndex(tag), ttl, 'GT')
+      if (this.redis.isCluster) await Promise.all(entry.tags.map((tag) => indexTag(this.redis.multi(), tag).exec()))
+      else if (entry.tags.length > 0) await entry.tags.reduce(indexTag, this.redis.multi()).exec()
       return true
     } catch (err) {
       this.failed(err, 'set')

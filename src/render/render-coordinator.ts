@@ -1,6 +1,6 @@
 // One render per cold key: single-flight within this process, and across processes a short Redis
 // lock (SET NX PX) whose losers wait for the winner's entry in L2 instead of rendering it again.
-// The result lands in both cache tiers.
+// The result lands in both cache tiers: L1 before the answer leaves, L2 right after it.
 
 import { randomUUID } from 'node:crypto'
 import type { CachedResponse } from '../cache/response-cache.ts'
@@ -47,6 +47,7 @@ export class RenderCoordinator {
   private readonly onCoalesced: () => void
   private readonly lockToken = randomUUID()
   private readonly inFlight = new Map<string, Promise<CachedResponse>>()
+  private readonly pending = new Set<Promise<void>>()
 
   constructor(options: RenderCoordinatorOptions) {
     this.cache = options.cache
@@ -85,21 +86,40 @@ export class RenderCoordinator {
         return theirs.response
       }
     }
+    const release = (): Promise<void> => (locked === true ? this.locks!.unlock(lockKey, this.lockToken) : Promise.resolve())
+    let response: CachedResponse
     try {
       if (locked === true && !refreshing) {
         // Double-check: another instance may have finished and unlocked between our L2 miss and our lock.
         const justWritten = await this.cache.freshShared(slot.readKeys)
         if (justWritten !== undefined) {
           this.cache.storeLocal(justWritten.key, justWritten.response)
+          this.afterAnswer(release())
           return justWritten.response
         }
       }
-      const response = await render()
-      await this.cache.store(slot.storeKey(response), response, { shared: slot.shared(response) })
-      return response
-    } finally {
-      if (locked === true) await this.locks?.unlock(lockKey, this.lockToken)
+      response = await render()
+    } catch (err) {
+      this.afterAnswer(release())
+      throw err
     }
+    // The answer leaves once L1 holds the entry (store() puts it there before its first await); the L2
+    // write, its tag indexes and the unlock follow off the request's path. Lock losers poll L2 and find
+    // it a round trip later; this instance answers the key from L1 meanwhile.
+    this.afterAnswer(this.cache.store(slot.storeKey(response), response, { shared: slot.shared(response) }).finally(release))
+    return response
+  }
+
+  /** Redis work left after an answer; settled() waits for it (a graceful stop writes what it rendered). */
+  private afterAnswer(work: Promise<void>): void {
+    // RedisL2 fails open (every call catches and counts its errors): nothing here rejects.
+    const tracked = work.catch(() => undefined).finally(() => this.pending.delete(tracked))
+    this.pending.add(tracked)
+  }
+
+  /** Resolves when every L2 write and unlock started so far has finished. */
+  async settled(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending])
   }
 
   /**
