@@ -302,7 +302,7 @@ One request for \`${PAGE}\`, as the CDN's fetch gets it, counted off the socket 
 |---|---|---|---|---|---|
 ${byteRows.join('\n')}
 
-The codings are made once per render (gzip level 9, brotli quality 9) and kept beside the identity bytes: a hit
+The codings are made once per render (gzip level 6, brotli quality 5) and kept beside the identity bytes: a hit
 compresses nothing, so the coded row's throughput above is the same lookup writing fewer bytes.
 
 ## Stampede: renders per cold key

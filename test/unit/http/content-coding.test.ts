@@ -103,7 +103,7 @@ t.test("brotli's window fits the body: the same size out as the default 4 MiB wi
   for (const size of [300, 2_000, 20_000, 200_000]) {
     const body = html(size)
     const { br } = await compressBody(body)
-    const unfitted = brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 9, [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT } })
+    const unfitted = brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 5, [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT } })
     t.same(brotliDecompressSync(br!.body), body, `${size} B decodes`)
     t.ok(br!.body.length <= unfitted.length + 4, `${size} B: ${br!.body.length} bytes fitted, ${unfitted.length} with the default window`)
   }
