@@ -49,6 +49,15 @@ export function decodeEntry(raw: Buffer): CachedResponse | undefined {
   }
 }
 
+/** Deletes a render lock only if it is still ours (it may have expired and been taken by another). */
+const UNLOCK_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+/** A render lock to release once an entry is written. */
+export interface LockRelease {
+  key: string
+  token: string
+}
+
 /** A tag's index of keys (a sorted set by expiry; `tag:` held plain sets before, which were never pruned). */
 const tagIndex = (tag: string): string => `ztag:${tag}`
 
@@ -95,27 +104,48 @@ export class RedisL2 {
     }
   }
 
-  /** Stores the entry (only if absent with onlyIfAbsent); true when it was written. */
-  async set(key: string, entry: CachedResponse, options: { onlyIfAbsent?: boolean } = {}): Promise<boolean> {
+  /**
+   * Stores the entry (only if absent with onlyIfAbsent); true when it was written. With `unlock`, the
+   * render lock is released after the write, in the same round trip where Redis is not a Cluster.
+   */
+  async set(key: string, entry: CachedResponse, options: { onlyIfAbsent?: boolean; unlock?: LockRelease } = {}): Promise<boolean> {
+    const { onlyIfAbsent = false, unlock } = options
     const now = Date.now()
     const ttl = Math.ceil(entry.staleUntil - now)
-    if (ttl <= 0) return false
+    if (ttl <= 0) {
+      if (unlock !== undefined) await this.unlock(unlock.key, unlock.token)
+      return false
+    }
+    // The tag index lets a purge by tag find the keys: per tag, a sorted set of keys scored by when
+    // they expire. Each write drops the members already expired and keeps the set only as long as its
+    // last member, so no tag index outlives or outgrows the keys it lists.
+    const indexTag = (commands: ChainableCommander, tag: string): ChainableCommander =>
+      commands
+        .zadd(tagIndex(tag), now + ttl, key)
+        .zremrangebyscore(tagIndex(tag), '-inf', now)
+        .pexpire(tagIndex(tag), ttl, 'NX')
+        .pexpire(tagIndex(tag), ttl, 'GT')
     try {
-      const written = options.onlyIfAbsent === true ? await this.redis.set(key, encodeEntry(entry), 'PX', ttl, 'NX') : await this.redis.set(key, encodeEntry(entry), 'PX', ttl)
-      if (written !== 'OK') return false
-      // The tag index lets a purge by tag find the keys: per tag, a sorted set of keys scored by when
-      // they expire. Each write drops the members already expired and keeps the set only as long as its
-      // last member, so no tag index outlives or outgrows the keys it lists. One transaction for all of an
-      // entry's tags (one round trip); on a Cluster, where each tag index has its own slot, one per tag.
-      const indexTag = (multi: ChainableCommander, tag: string): ChainableCommander =>
-        multi
-          .zadd(tagIndex(tag), now + ttl, key)
-          .zremrangebyscore(tagIndex(tag), '-inf', now)
-          .pexpire(tagIndex(tag), ttl, 'NX')
-          .pexpire(tagIndex(tag), ttl, 'GT')
-      if (this.redis.isCluster) await Promise.all(entry.tags.map((tag) => indexTag(this.redis.multi(), tag).exec()))
-      else if (entry.tags.length > 0) await entry.tags.reduce(indexTag, this.redis.multi()).exec()
-      return true
+      if (!onlyIfAbsent && !this.redis.isCluster) {
+        // One round trip: the entry, every tag index, the unlock (a render's store: 3 writes to Redis
+        // per miss in all, with the lookup and the lock).
+        let commands = entry.tags.reduce(indexTag, this.redis.pipeline().set(key, encodeEntry(entry), 'PX', ttl))
+        if (unlock !== undefined) commands = commands.eval(UNLOCK_SCRIPT, 1, unlock.key, unlock.token)
+        const results = await commands.exec()
+        const failure = results?.find(([err]) => err !== null)?.[0]
+        if (results === null || failure !== undefined) throw failure ?? new Error('pipeline discarded')
+        return true
+      }
+      try {
+        const written = onlyIfAbsent ? await this.redis.set(key, encodeEntry(entry), 'PX', ttl, 'NX') : await this.redis.set(key, encodeEntry(entry), 'PX', ttl)
+        if (written !== 'OK') return false
+        // On a Cluster each tag index has its own slot: one transaction per tag; else one for all.
+        if (this.redis.isCluster) await Promise.all(entry.tags.map((tag) => indexTag(this.redis.multi(), tag).exec()))
+        else if (entry.tags.length > 0) await entry.tags.reduce(indexTag, this.redis.multi()).exec()
+        return true
+      } finally {
+        if (unlock !== undefined) await this.unlock(unlock.key, unlock.token)
+      }
     } catch (err) {
       this.failed(err, 'set')
       return false
@@ -148,13 +178,24 @@ export class RedisL2 {
     }
   }
 
-  /** true: this instance renders; false: another one is; undefined: Redis cannot say (render anyway). */
-  async tryLock(key: string, token: string, ttlMs: number): Promise<boolean | undefined> {
+  /**
+   * The render lock (SET NX PX) and, in the same round trip, what L2 holds for `keys` right after it
+   * (the double-check: another instance may have written the entry and unlocked since our lookup). The
+   * lock key shares the keys' hash tag. locked true: this instance renders; false: another one is;
+   * undefined: Redis cannot say (render anyway).
+   */
+  async tryLock(key: string, token: string, ttlMs: number, keys: readonly string[]): Promise<{ locked: boolean | undefined; entries: Array<CachedResponse | undefined> }> {
+    const none = keys.map(() => undefined)
     try {
-      return (await this.redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK'
+      const results = await this.redis.pipeline().set(key, token, 'PX', ttlMs, 'NX').mgetBuffer(...keys).exec()
+      if (results === null) throw new Error('pipeline discarded')
+      const [[lockError, lockReply], [readError, raws]] = results as [[Error | null, unknown], [Error | null, Array<Buffer | null>]]
+      if (lockError !== null) throw lockError
+      if (readError !== null) this.failed(readError, 'get')
+      return { locked: lockReply === 'OK', entries: readError !== null ? none : raws.map((raw) => (raw === null ? undefined : decodeEntry(raw))) }
     } catch (err) {
       this.failed(err, 'lock')
-      return undefined
+      return { locked: undefined, entries: none }
     }
   }
 
@@ -171,7 +212,7 @@ export class RedisL2 {
   /** Releases the lock only if it is still ours (it may have expired and been taken by another). */
   async unlock(key: string, token: string): Promise<void> {
     try {
-      await this.redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, key, token)
+      await this.redis.eval(UNLOCK_SCRIPT, 1, key, token)
     } catch (err) {
       this.failed(err, 'unlock')
     }

@@ -2,7 +2,7 @@
 // (Redis, shared by every instance), with coalesced L2 reads and invalidation across instances.
 // It knows keys and entries, not pages: what a key means is the page service's business.
 
-import type { RedisL2 } from './redis-l2.ts'
+import type { LockRelease, RedisL2 } from './redis-l2.ts'
 import type { CachedResponse, L1Entry, ResponseCache } from './response-cache.ts'
 
 /** What another instance is told to drop from its L1 (Redis pub/sub; see plugins/invalidation.ts). */
@@ -152,10 +152,14 @@ export class TieredCache {
     this.l1.set(key, response, localFreshUntil)
   }
 
-  /** Into both tiers (L1 only with `shared: false`). */
-  async store(key: string, response: CachedResponse, options: { shared?: boolean } = {}): Promise<void> {
+  /**
+   * Into both tiers (L1 only with `shared: false`); L1 holds it before the first await. `unlock`: a
+   * render lock released once L2 is written (in the same round trip where it can be).
+   */
+  async store(key: string, response: CachedResponse, options: { shared?: boolean; unlock?: LockRelease | undefined } = {}): Promise<void> {
     this.storeLocal(key, response)
-    if (options.shared !== false) await this.l2?.set(key, response)
+    if (options.shared !== false) await this.l2?.set(key, response, { unlock: options.unlock })
+    else if (options.unlock !== undefined) await this.l2?.unlock(options.unlock.key, options.unlock.token)
   }
 
   /**

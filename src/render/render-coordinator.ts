@@ -8,8 +8,12 @@ import type { TieredCache } from '../cache/tiered-cache.ts'
 
 /** The lock half of the L2 client (src/cache/redis-l2.ts). */
 export interface RenderLocks {
-  /** true: this instance renders; false: another one is; undefined: Redis cannot say (render anyway). */
-  tryLock(key: string, token: string, ttlMs: number): Promise<boolean | undefined>
+  /**
+   * Takes the lock and reads `keys` in the same round trip. locked true: this instance renders; false:
+   * another one is; undefined: Redis cannot say (render anyway). `entries`: what L2 held for `keys` just
+   * after the lock was taken.
+   */
+  tryLock(key: string, token: string, ttlMs: number, keys: readonly string[]): Promise<{ locked: boolean | undefined; entries: Array<CachedResponse | undefined> }>
   /** Whether the lock is still held; undefined when Redis cannot say. */
   isLocked(key: string): Promise<boolean | undefined>
   unlock(key: string, token: string): Promise<void>
@@ -78,7 +82,7 @@ export class RenderCoordinator {
 
   private async renderLocked(slot: RenderSlot, render: () => Promise<CachedResponse>, refreshing: boolean): Promise<CachedResponse> {
     const lockKey = `lock:${slot.key}`
-    const locked = this.locks === null ? undefined : await this.locks.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS)
+    const { locked, entries } = this.locks === null ? { locked: undefined, entries: [] } : await this.locks.tryLock(lockKey, this.lockToken, RENDER_LOCK_MS, slot.readKeys)
     if (locked === false) {
       const theirs = await this.waitForWinner(slot.readKeys, lockKey)
       if (theirs !== undefined) {
@@ -86,16 +90,19 @@ export class RenderCoordinator {
         return theirs.response
       }
     }
-    const release = (): Promise<void> => (locked === true ? this.locks!.unlock(lockKey, this.lockToken) : Promise.resolve())
+    const unlock = locked === true ? { key: lockKey, token: this.lockToken } : undefined
+    const release = (): Promise<void> => (unlock === undefined ? Promise.resolve() : this.locks!.unlock(unlock.key, unlock.token))
     let response: CachedResponse
     try {
       if (locked === true && !refreshing) {
-        // Double-check: another instance may have finished and unlocked between our L2 miss and our lock.
-        const justWritten = await this.cache.freshShared(slot.readKeys)
-        if (justWritten !== undefined) {
-          this.cache.storeLocal(justWritten.key, justWritten.response)
+        // Double-check (read with the lock): another instance may have finished and unlocked between our
+        // L2 miss and our lock.
+        const now = Date.now()
+        const i = entries.findIndex((entry) => entry !== undefined && now < entry.freshUntil)
+        if (i !== -1) {
+          this.cache.storeLocal(slot.readKeys[i]!, entries[i]!)
           this.afterAnswer(release())
-          return justWritten.response
+          return entries[i]!
         }
       }
       response = await render()
@@ -104,9 +111,9 @@ export class RenderCoordinator {
       throw err
     }
     // The answer leaves once L1 holds the entry (store() puts it there before its first await); the L2
-    // write, its tag indexes and the unlock follow off the request's path. Lock losers poll L2 and find
-    // it a round trip later; this instance answers the key from L1 meanwhile.
-    this.afterAnswer(this.cache.store(slot.storeKey(response), response, { shared: slot.shared(response) }).finally(release))
+    // write, its tag indexes and the unlock follow off the request's path, in one round trip. Lock losers
+    // poll L2 and find it a round trip later; this instance answers the key from L1 meanwhile.
+    this.afterAnswer(this.cache.store(slot.storeKey(response), response, { shared: slot.shared(response), unlock }))
     return response
   }
 
