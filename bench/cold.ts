@@ -235,6 +235,8 @@ async function startOrigin(label: string, tree: string, databaseUrl: URL, redis:
   if (redis.url !== undefined) env.REDIS_URL = redis.url
   if (redis.prefix !== undefined) env.REDIS_KEY_PREFIX = redis.prefix
   if (preload !== undefined) env.COLD_QUERY_LOG = preload.out
+  // A profiling aid, off by default: e.g. BENCH_ORIGIN_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  if (process.env.BENCH_ORIGIN_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.BENCH_ORIGIN_NODE_OPTIONS
   const [command, argv] = pinned(0, process.execPath, [...(preload === undefined ? [] : ['--import', preload.module]), 'server.ts'])
   const child = spawn(command, argv, { cwd: tree, env, stdio: ['ignore', fd, fd] })
   closeSync(fd)
