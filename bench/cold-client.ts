@@ -26,6 +26,8 @@ async function run(job: ColdJob): Promise<ColdJobResult> {
   const bump = (key: string) => void (outcomes[key] = (outcomes[key] ?? 0) + 1)
   let next = 0
   const started = performance.now()
+  // autocannon ends a run on its 1-second tick: the run lasts until the last answer, not until the run resolves.
+  let lastAnswer = started
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
       {
@@ -50,10 +52,13 @@ async function run(job: ColdJob): Promise<ColdJobResult> {
       },
       (err, res) => (err !== null && err !== undefined ? reject(err) : resolve(res)),
     )
-    instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => void latencies.push(responseTime))
+    instance.on('response', (_client: unknown, _status: number, _bytes: number, responseTime: number) => {
+      latencies.push(responseTime)
+      lastAnswer = performance.now()
+    })
     instance.on('reqError', () => bump('error'))
   })
-  return { latencies, outcomes, requests: result.requests.total, durationMs: performance.now() - started }
+  return { latencies, outcomes, requests: result.requests.total, durationMs: lastAnswer - started }
 }
 
 process.on('message', (job: ColdJob) => {
