@@ -27,7 +27,7 @@ const cdnConfigRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (_request, reply) => {
-      const vcl = renderVarnishVcl(await listSegments(app.database.db), { queryAllowlist: app.config.queryAllowlist })
+      const vcl = renderVarnishVcl(await listSegments(app.database.db), { queryAllowlist: app.config.queryAllowlist, experimentBuckets: app.config.experimentBuckets })
       // protect() already answers no-store: said again here because a cached VCL would hide a new segment.
       return reply.type(TEXT).header('cache-control', 'no-store').header('x-content-type-options', 'nosniff').send(vcl)
     },

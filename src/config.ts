@@ -136,6 +136,12 @@ export interface Config {
   eventsMaxDeliveries: number
   /** Whether this instance aggregates the stream (every instance accepts events either way). */
   eventsConsumer: boolean
+  /** Sticky visitor buckets the CDN assigns (vo_bucket cookie, X-Bucket header): 0..experimentBuckets-1. */
+  experimentBuckets: number
+  /** How often one instance reallocates buckets among competing variants; 0 = never (the split stays as is). */
+  experimentReallocateSeconds: number
+  /** The share of buckets every competing variant keeps, however it converts. */
+  experimentMinShare: number
 }
 
 export class ConfigError extends Error {
@@ -411,6 +417,9 @@ export function loadConfig(env: Env = process.env): Config {
     eventsClaimIdleMs: read.integer('EVENTS_CLAIM_IDLE_MS', 60_000, 50, DAY * 1000),
     eventsMaxDeliveries: read.integer('EVENTS_MAX_DELIVERIES', 5, 1, 100),
     eventsConsumer: read.boolean('EVENTS_CONSUMER', true),
+    experimentBuckets: read.integer('EXPERIMENT_BUCKETS', 20, 2, 1_000),
+    experimentReallocateSeconds: read.integer('EXPERIMENT_REALLOCATE_SECONDS', 300, 0, 7 * DAY),
+    experimentMinShare: read.number('EXPERIMENT_MIN_SHARE', 0.05, 0, 0.5),
   }
 
   // ROBOTS_DISALLOW=none disallows nothing; unset keeps crawlers off the admin API.

@@ -4,22 +4,28 @@ vcl 4.1;
 # serves the same at GET /admin/cdn/varnish.vcl); the template is src/cdn/varnish-vcl.ts. Do not
 # edit this file by hand: change the segments or the template, and generate it again.
 # Segments: developer, enterprise, general (default), smb.
+# Experiment buckets: 20 (EXPERIMENT_BUCKETS).
 #
-# variant-origin's local CDN: Varnish 7.1+ with xkey from varnish-modules (the official `varnish`
-# image ships it). It mirrors the origin's request rules so that the edge and the origin agree on
-# one cache key per page and segment:
+# variant-origin's local CDN: Varnish 7.1+ with xkey and header from varnish-modules (the official
+# `varnish` image ships them). It mirrors the origin's request rules so that the edge and the origin
+# agree on one cache key per page and segment, plus the bucket for pages under experiment:
 #   - the segment: X-Segment header, else the user_segment cookie, else the utm_source rules, else
 #     the default, always from the ALLOWLIST below (src/segments/segment-resolution.ts);
+#   - the bucket: the visitor's sticky vo_bucket cookie, else a random one (0..19) that the
+#     response sets as that cookie; none for crawlers, nor without a User-Agent. It reaches the origin
+#     as X-Bucket, and the key only through the origin's Vary: X-Bucket on pages under experiment
+#     (vo_assign_bucket);
 #   - tracking parameters are dropped and the rest sorted (src/http/url-normalize.ts);
 #   - lifetimes come from the origin: Surrogate-Control / s-maxage (the crawl-weighted TTL),
 #     stale-while-revalidate and stale-if-error (src/http/cache-policy.ts);
 #   - purges: `PURGE /` with `xkey-purge: <tags>` or `xkey-softpurge: <tags>`, and `PURGE <path>`,
 #     exactly what the origin's VarnishAdapter sends (src/purge/cdn-adapters.ts).
 # test/integration/deploy/varnish.test.ts runs the generated file in a real varnishd and checks each of
-# these, with a segment added at run time.
+# these, with a segment added at run time; test/integration/deploy/varnish-buckets.test.ts the buckets.
 
 import std;
 import xkey;
+import header;
 
 backend origin {
     # The compose service. The test rewrites exactly these two lines to point at its own origin.
@@ -75,6 +81,8 @@ sub vcl_recv {
 
     # A restart (vcl_hit / vcl_synth below) keeps the segment resolved the first time.
     if (req.restarts == 0) {
+        # Only vo_assign_bucket marks a bucket as new: never the client.
+        unset req.http.x-vo-bucket-new;
         call vo_resolve_segment;
     } elsif (req.http.x-vo-stale-ok) {
         # The refresh failed: any grace the object has again (a restart keeps req.grace).
@@ -92,7 +100,12 @@ sub vcl_recv {
         return (pass);
     }
     call vo_normalize_url;
-    # The segment is in X-Segment now; every other cookie would only make pages uncacheable.
+    # A restart keeps the bucket of the first pass (the cookie is gone by then), as it keeps the segment.
+    if (req.restarts == 0) {
+        call vo_assign_bucket;
+    }
+    # The segment is in X-Segment now, the bucket in X-Bucket; every other cookie would only make pages
+    # uncacheable.
     unset req.http.Cookie;
     return (hash);
 }
@@ -147,7 +160,35 @@ sub vo_normalize_url {
     }
 }
 
-# One site: the key is the path and query (Vary adds the segment). Not the Host, so that a purge the
+# Sticky experiment buckets (EXPERIMENT_BUCKETS=20): the visitor's vo_bucket cookie, 0..19, goes to the
+# origin as X-Bucket; a visitor without a valid one gets a random bucket, which vcl_deliver sets as the
+# cookie. The origin decides which variant each bucket sees and answers only pages under experiment with
+# Vary: X-Bucket, so only those are cached once per bucket. A client never chooses its own X-Bucket;
+# crawlers and requests without a User-Agent get none (the origin serves them the segment's best
+# variant).
+sub vo_assign_bucket {
+    unset req.http.X-Bucket;
+    if (req.http.Cookie ~ "(^|;)\s*vo_bucket\s*=") {
+        # The first vo_bucket cookie counts: digits only, below the bucket count.
+        set req.http.x-vo-cookie-bucket = regsub(req.http.Cookie, "^(?:[^;]*;)*?\s*vo_bucket\s*=\s*([^;]*?)\s*(?:;.*)?$", "\1");
+        if (req.http.x-vo-cookie-bucket ~ "^[0-9]{1,9}$" && std.integer(req.http.x-vo-cookie-bucket, 20) < 20) {
+            set req.http.X-Bucket = std.integer(req.http.x-vo-cookie-bucket, 0);
+            unset req.http.x-vo-cookie-bucket;
+            return;
+        }
+        unset req.http.x-vo-cookie-bucket;
+    }
+    if (req.http.User-Agent !~ "\S" || req.http.User-Agent ~ "(?i)bot|crawl|spider|slurp|facebookexternalhit|preview|lighthouse|headless") {
+        # A crawler, or no User-Agent at all (no browser sends none): no bucket, no cookie.
+        return;
+    }
+    # std.random gives a REAL in [0, 20); std.integer(real=) rounds it down: 0..19, equally likely.
+    set req.http.X-Bucket = std.integer(real=std.random(0, 20));
+    set req.http.x-vo-bucket-new = "1";
+}
+
+# One site: the key is the path and query (the origin's Vary adds the segment, and the bucket on pages
+# under experiment; nothing here strips or rewrites Vary). Not the Host, so that a purge the
 # origin sends to varnish:80 reaches the pages browsers fetched as localhost:8080.
 sub vcl_hash {
     hash_data(req.url);
@@ -180,7 +221,9 @@ sub vcl_pass {
 }
 
 sub vcl_backend_fetch {
+    # X-Segment and X-Bucket go to the origin; the edge's own markers do not.
     unset bereq.http.x-vo-segment-source;
+    unset bereq.http.x-vo-bucket-new;
     unset bereq.http.x-vo-edge;
     unset bereq.http.x-vo-stale-ok;
 }
@@ -251,5 +294,14 @@ sub vcl_deliver {
         # response that sets a cookie is not for shared caches.
         set resp.http.Set-Cookie = "user_segment=" + req.http.X-Segment + "; Path=/; Max-Age=2592000; SameSite=Lax; HttpOnly";
         set resp.http.Cache-Control = regsub(regsub(resp.http.Cache-Control, "public", "private"), ",\s*s-maxage=[0-9]+", "");
+    }
+    if (req.http.x-vo-bucket-new && (resp.status == 200 || resp.status == 304)) {
+        # A bucket drawn for this visitor (vo_assign_bucket) sticks to it: set per client here, never
+        # stored with the cached object, and added to any Set-Cookie already there. Like the utm cookie,
+        # it makes the response one for the browser only.
+        header.append(resp.http.Set-Cookie, "vo_bucket=" + req.http.X-Bucket + "; Path=/; Max-Age=2592000; SameSite=Lax");
+        if (resp.http.Cache-Control) {
+            set resp.http.Cache-Control = regsub(regsub(resp.http.Cache-Control, "public", "private"), ",\s*s-maxage=[0-9]+", "");
+        }
     }
 }

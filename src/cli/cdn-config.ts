@@ -19,7 +19,7 @@ import { runCli, withDatabase } from './run-cli.ts'
 const log = pino({ level: process.env.LOG_LEVEL ?? 'info' }, pino.destination(2))
 
 /** Each flavour: how to render it from the segments, and the admin route that serves the same. */
-const FLAVOURS: Record<string, { render: (segments: readonly VclSegment[], options: { queryAllowlist: Iterable<string> }) => string; route: string }> = {
+const FLAVOURS: Record<string, { render: (segments: readonly VclSegment[], options: { queryAllowlist: Iterable<string>; experimentBuckets: number }) => string; route: string }> = {
   varnish: { render: renderVarnishVcl, route: '/admin/cdn/varnish.vcl' },
 }
 
@@ -47,7 +47,7 @@ async function main(): Promise<number> {
         const seed = await seedDemoSite(db, config.publicBaseUrl)
         if (seed.seeded) log.info(seed, 'demo site loaded into the empty database, as the origin does at start')
       }
-      return flavour.render(await listSegments(db), { queryAllowlist: config.queryAllowlist })
+      return flavour.render(await listSegments(db), { queryAllowlist: config.queryAllowlist, experimentBuckets: config.experimentBuckets })
     })
   }
   process.stdout.write(output)
