@@ -11,6 +11,7 @@ import configPlugin from './plugins/config.ts'
 import databasePlugin from './plugins/database.ts'
 import embedderPlugin from './plugins/embedder.ts'
 import eventsPlugin from './plugins/events.ts'
+import experimentsPlugin from './plugins/experiments.ts'
 import errorHandlerPlugin from './plugins/error-handler.ts'
 import hitFastPathPlugin, { HitFastPath } from './plugins/hit-fast-path.ts'
 import loadSheddingPlugin from './plugins/load-shedding.ts'
@@ -32,6 +33,7 @@ import metricsRoutes from './routes/metrics.ts'
 import openapiRoutes from './routes/openapi.ts'
 import pageRoutes from './routes/pages.ts'
 import searchConsoleRoutes from './routes/search-console.ts'
+import experimentRoutes from './routes/experiments.ts'
 import sitemapRoutes from './routes/sitemaps.ts'
 
 export interface BuildAppOptions {
@@ -110,6 +112,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(hitFastPathPlugin, { fastPath, genReqId })
   await app.register(embedderPlugin)
   await app.register(purgePlugin)
+  await app.register(experimentsPlugin)
   await app.register(eventsPlugin)
   await app.register(adminAuthPlugin)
   await app.register(healthRoutes)
@@ -120,6 +123,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(cdnConfigRoutes)
   await app.register(searchConsoleRoutes)
   await app.register(sitemapRoutes)
+  await app.register(experimentRoutes)
   await app.register(eventRoutes)
   await app.register(pageRoutes)
   return app

@@ -105,22 +105,27 @@ interface SharedHeads {
   etag: string
 }
 const headsByResponse = new WeakMap<CachedResponse, Map<string, SharedHeads>>()
-function sharedHeads(response: CachedResponse, cacheResult: string, coding: ContentCoding | undefined): SharedHeads {
+function sharedHeads(response: CachedResponse, cacheResult: string, coding: ContentCoding | undefined, tag: string | undefined): SharedHeads {
   let byResult = headsByResponse.get(response)
   if (byResult === undefined) headsByResponse.set(response, (byResult = new Map()))
-  const id = coding === undefined ? cacheResult : `${cacheResult} ${coding}`
+  const id = `${cacheResult} ${coding ?? ''} ${tag ?? ''}`
   let heads = byResult.get(id)
   if (heads === undefined) {
     const accepts = coding === undefined ? [] : [coding]
     const etag = coding === undefined ? response.etag : response.encodings[coding]!.etag
     heads = {
-      full: withLength(pageResponseHead(response, { cacheResult, accepts, conditional: {} })),
-      notModified: pageResponseHead(response, { cacheResult, accepts, conditional: { ifNoneMatch: etag } }),
+      full: withLength(pageResponseHead(response, { cacheResult, accepts, conditional: {}, tag })),
+      notModified: pageResponseHead(response, { cacheResult, accepts, conditional: { ifNoneMatch: etag }, tag }),
       etag,
     }
     byResult.set(id, heads)
   }
   return heads
+}
+
+/** What a handed-over lookup was made for: the segment, and the variant under experiment. */
+export function lookupIdentity(segment: string, arm: { variantId: number } | undefined): string {
+  return arm === undefined ? segment : `${segment} v${arm.variantId}`
 }
 
 async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitFastPath; genReqId: (req: IncomingMessage) => string }): Promise<void> {
@@ -143,13 +148,13 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
   })
   const ownedByAnotherRoute = (path: string): boolean => otherRoutes.has(path) || otherPrefixes.some((prefix) => path.startsWith(prefix))
 
-  const answer = (req: IncomingMessage, res: ServerResponse, started: number, served: ServedPage, request: PageRequest): void => {
+  const answer = (req: IncomingMessage, res: ServerResponse, started: number, served: ServedPage, request: PageRequest, tag: string | undefined): void => {
     const { response, cacheResult } = served
     let head: PageResponseHead
     if (request.cacheability === 'private' && response.perSegment) {
-      head = withLength(pageResponseHead(response, { cacheResult, conditional: request.conditional, accepts: request.accepts, privateCacheControl: privateControl }))
+      head = withLength(pageResponseHead(response, { cacheResult, conditional: request.conditional, accepts: request.accepts, privateCacheControl: privateControl, tag }))
     } else {
-      const heads = sharedHeads(response, cacheResult, chooseCoding(response.encodings, request.accepts))
+      const heads = sharedHeads(response, cacheResult, chooseCoding(response.encodings, request.accepts), tag)
       head = response.status === 200 && isNotModified(request.conditional, heads.etag, response.lastModified) ? heads.notModified : heads.full
     }
     res.writeHead(head.status, head.headers)
@@ -168,19 +173,21 @@ async function hitFastPathPlugin(app: FastifyInstance, options: { fastPath: HitF
       const request = parsePageRequest({ url, headers: req.headers }, app.segments(), app.config.queryAllowlist)
       const { target, segment } = request
       if (target.kind !== 'canonical' || ownedByAnotherRoute(target.path)) return false
-      const response = pages.freshLocal(target.path, segment)
+      // A page under experiment for this segment: the variant the request's bucket sees.
+      const arm = app.experiments.registry.arm(target.path, segment, req.headers['x-bucket'])
+      const response = pages.freshLocal(target.path, segment, arm)
       if (response !== undefined) {
-        answer(req, res, started, { response, cacheResult: 'HIT-L1' }, request)
+        answer(req, res, started, { response, cacheResult: 'HIT-L1' }, request, arm?.tag)
         return true
       }
       if (!pages.hasSharedTier) return false
       // Not fresh here: one L2 read, answered here on a hit, else handed to the page route with the lookup.
-      return pages.lookup(target.path, segment).then((lookup) => {
+      return pages.lookup(target.path, segment, arm).then((lookup) => {
         if (lookup.hit === undefined || closing) {
-          fastPath.handOver(req, target.path, segment, lookup)
+          fastPath.handOver(req, target.path, lookupIdentity(segment, arm), lookup)
           return false
         }
-        answer(req, res, started, lookup.hit, request)
+        answer(req, res, started, lookup.hit, request, arm?.tag)
         return true
       })
     } catch (err) {

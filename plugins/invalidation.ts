@@ -31,9 +31,9 @@ async function invalidationPlugin(app: FastifyInstance): Promise<void> {
   const channel = `${config.redisKeyPrefix}invalidate`
   subscriber.on('message', (_channel: string, raw: string) => {
     try {
-      const { from, keys, tags, segments } = JSON.parse(raw) as { from: string; keys?: unknown; tags?: unknown; segments?: unknown }
+      const { from, keys, tags, segments, experiments } = JSON.parse(raw) as { from: string; keys?: unknown; tags?: unknown; segments?: unknown; experiments?: unknown }
       if (from === instanceId) return
-      const message = { keys: Array.isArray(keys) ? keys : [], tags: Array.isArray(tags) ? tags : [], segments: segments === true }
+      const message = { keys: Array.isArray(keys) ? keys : [], tags: Array.isArray(tags) ? tags : [], segments: segments === true, experiments: experiments === true }
       for (const handler of handlers) handler(message)
     } catch (err) {
       app.log.warn({ err }, 'ignoring a malformed invalidation message')

@@ -38,6 +38,8 @@ async function pagesPlugin(app: FastifyInstance): Promise<void> {
     metrics: metrics.pages,
     log: app.log,
     segmentSlugs: () => [...app.segments().slugs],
+    // plugins/experiments.ts registers after this one (it reallocates through the page service).
+    experimentVariants: (path) => (app.hasDecorator('experiments') ? app.experiments.registry.variantsOf(path) : []),
   })
   app.decorate('pageCache', cache)
   app.decorate('pages', pages)

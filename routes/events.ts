@@ -8,6 +8,7 @@ import rateLimit from '@fastify/rate-limit'
 import { EVENT_TYPES, MAX_CLOCK_SKEW_MS, MAX_EVENT_VALUE, MAX_EVENTS_PER_REQUEST, validateEventBatch } from '../src/events/engagement-event.ts'
 import { validationError } from '../src/errors.ts'
 import { resolveSegment } from '../src/segments/segment-resolution.ts'
+import { isCrawler } from '../src/http/crawler.ts'
 
 /** 100 events of a few hundred bytes each fit well within this. */
 export const EVENTS_BODY_LIMIT = 64 * 1024
@@ -18,6 +19,7 @@ const Event = Type.Object(
     path: Type.String({ maxLength: 1024, description: 'canonical page path, such as /pricing', examples: ['/pricing'] }),
     segment: Type.Optional(Type.String({ description: 'segment slug; an unknown one counts for the default segment; absent: the X-Segment header or user_segment cookie' })),
     variant: Type.Optional(Type.Integer({ minimum: 1, description: 'the variant id the page showed (data-variant on the hero)' })),
+    bucket: Type.Optional(Type.Integer({ minimum: 0, maximum: 999, description: "the visitor's experiment bucket (the CDN's vo_bucket cookie); one at or above EXPERIMENT_BUCKETS, or from a crawler, is dropped" })),
     value: Type.Optional(Type.Number({ minimum: -MAX_EVENT_VALUE, maximum: MAX_EVENT_VALUE, description: 'scroll depth in percent, conversion amount, ...' })),
     ts: Type.Integer({ minimum: 0, description: `client time in ms since the epoch (Date.now()); at most ${MAX_CLOCK_SKEW_MS / 60_000} minutes ahead, at most a day old` }),
   },
@@ -75,7 +77,7 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const directory = app.segments()
       const { segment } = resolveSegment(directory, { header: request.headers['x-segment'], cookieHeader: request.headers.cookie })
-      const result = validateEventBatch(request.body as unknown, { now: Date.now(), segments: directory, requestSegment: segment })
+      const result = validateEventBatch(request.body as unknown, { now: Date.now(), segments: directory, requestSegment: segment, buckets: config.experimentBuckets, crawler: isCrawler(request.headers['user-agent']) })
       if (result.problems.length > 0) throw validationError('events', result.problems)
       const id = await app.events.append(result.events)
       return reply.code(202).header('cache-control', 'no-store').send({ accepted: result.events.length, id })

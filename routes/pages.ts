@@ -7,6 +7,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { privateCacheControl, shortLivedCacheHeaders } from '../src/http/cache-policy.ts'
 import { parsePageRequest } from '../src/http/page-request.ts'
 import { pageResponseHead } from '../src/http/page-response.ts'
+import { lookupIdentity } from '../plugins/hit-fast-path.ts'
 import { SEGMENT_COOKIE } from '../src/segments/segment-resolution.ts'
 
 const SEGMENT_COOKIE_MAX_AGE = 30 * 86_400
@@ -36,11 +37,13 @@ const pageRoutes: FastifyPluginAsync = async (app) => {
       return reply.send(`Moved to ${target.location}\n`)
     }
 
+    // A page under experiment for this segment: the variant the request's bucket sees (a bucket on any other page is ignored).
+    const arm = target.kind === 'canonical' ? app.experiments.registry.arm(target.path, segment, request.headers['x-bucket']) : undefined
     const { response, cacheResult } =
       target.kind === 'canonical'
-        ? await pages.serve(target.path, segment, directory.defaultSlug, hitFastPath.takeLookup(request.raw, target.path, segment))
+        ? await pages.serve(target.path, segment, directory.defaultSlug, hitFastPath.takeLookup(request.raw, target.path, lookupIdentity(segment, arm)), arm)
         : pages.serveInvalidPath()
-    const head = pageResponseHead(response, { cacheResult, conditional, accepts, privateCacheControl: cacheability === 'private' ? privateControl : undefined })
+    const head = pageResponseHead(response, { cacheResult, conditional, accepts, privateCacheControl: cacheability === 'private' ? privateControl : undefined, tag: arm?.tag })
     reply.code(head.status).headers(head.headers)
     return head.body === undefined ? reply.send() : reply.send(head.body)
   }

@@ -11,6 +11,8 @@ export interface InvalidationMessage {
   tags: string[]
   /** The segments changed: reload them (plugins/segments.ts). */
   segments?: boolean
+  /** The experiments changed: reload them (plugins/experiments.ts). */
+  experiments?: boolean
 }
 
 export interface TieredCacheMetrics {

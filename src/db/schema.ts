@@ -146,6 +146,30 @@ export interface EngagementStreamReceiptsTable {
   processed_at: Generated<Date>
 }
 
+export type ExperimentStatus = 'running' | 'paused' | 'pinned'
+
+export interface ExperimentsTable {
+  page_id: number
+  segment: string
+  status: ColumnType<ExperimentStatus, ExperimentStatus | undefined, ExperimentStatus>
+  pinned_variant_id: number | null
+  /** bigint[]: node-postgres reads them as strings. */
+  variants: ColumnType<string[], number[], number[]>
+  allocation: ColumnType<string[], number[], number[]>
+  p_best: ColumnType<Record<string, number>, string | undefined, string>
+  started_at: Generated<Date>
+  reallocated_at: Generated<Date>
+}
+
+export interface ExperimentCountsTable {
+  page_id: number
+  segment: string
+  variant_id: number
+  views: ColumnType<string, number | undefined, number | string>
+  conversions: ColumnType<string, number | undefined, number | string>
+  updated_at: Generated<Date>
+}
+
 export interface Database {
   pages: PagesTable
   segments: SegmentsTable
@@ -158,4 +182,6 @@ export interface Database {
   sitemap_version: SitemapVersionTable
   engagement_daily: EngagementDailyTable
   engagement_stream_receipts: EngagementStreamReceiptsTable
+  experiments: ExperimentsTable
+  experiment_counts: ExperimentCountsTable
 }

@@ -205,6 +205,10 @@ export class EngagementConsumer {
     counters.duplicateMessages += result.duplicates
     counters.unknownPathEvents += result.unknownPathEvents
     counters.unknownVariantEvents += result.unknownVariantEvents
+    if (result.outsideExperimentEvents > 0) {
+      // A variant not in that page's experiment (or a page not under one): counted for nothing, and said.
+      this.log.info({ outsideExperimentEvents: result.outsideExperimentEvents }, 'events with a bucket for a variant outside any experiment of their page; not counted for experiments')
+    }
     if (result.unknownPathEvents > 0 || result.duplicates > 0) {
       this.log.info({ ...result, unknownPathEventsTotal: counters.unknownPathEvents }, 'engagement batch recorded; events for unknown pages counted, not stored')
     }

@@ -20,7 +20,9 @@ const MAX_PATH_LENGTH = 1024
 /** 9999-12-31T23:59:59.999Z: later times have no YYYY-MM-DD day bucket. */
 const LAST_DAY_MS = 253_402_300_799_999
 const SEGMENT_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/
-const EVENT_FIELDS = new Set(['type', 'path', 'segment', 'variant', 'value', 'ts'])
+const EVENT_FIELDS = new Set(['type', 'path', 'segment', 'variant', 'bucket', 'value', 'ts'])
+/** Buckets the intake can name: EXPERIMENT_BUCKETS is at most this. */
+const MAX_BUCKET = 999
 
 export interface EngagementEvent {
   type: EventType
@@ -31,6 +33,12 @@ export interface EngagementEvent {
   /** content_variants.id of the variant the page showed (the hero's data-variant), when known. */
   variant?: number
   value?: number
+  /**
+   * The visitor's experiment bucket (the CDN's vo_bucket cookie, read by the beacon): only set for a
+   * visitor with a bucket below EXPERIMENT_BUCKETS whose user agent is not a crawler. Experiments count
+   * only these.
+   */
+  bucket?: number
   /** Client time of the event, ms since the epoch. */
   ts: number
 }
@@ -41,6 +49,10 @@ export interface IntakeContext {
   segments: SegmentDirectory
   /** The segment of the request (X-Segment header or cookie): used when an event names none. */
   requestSegment: string
+  /** EXPERIMENT_BUCKETS: a bucket at or above it is no bucket (absent: buckets are kept as sent, the consumer's case). */
+  buckets?: number
+  /** The request's user agent looks like a crawler: its events carry no bucket, so experiments never count them. */
+  crawler?: boolean
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -70,13 +82,14 @@ function checkEvent(raw: unknown, record: number, now: number | undefined, probl
     problem(field, message)
     unstorable.add(field)
   }
-  const { type, path, segment, variant, value, ts } = raw
+  const { type, path, segment, variant, bucket, value, ts } = raw
   if (!unstorable.has('type') && !isEventType(type)) problem('type', `${JSON.stringify(type) ?? 'missing'}: expected one of ${EVENT_TYPES.join(', ')}`)
   if (!unstorable.has('path') && (typeof path !== 'string' || path.length > MAX_PATH_LENGTH || !isCanonicalPagePath(path))) {
     problem('path', `${JSON.stringify(path) ?? 'missing'}: expected a canonical page path (lower case, no trailing slash, no query), such as /pricing`)
   }
   if (segment !== undefined && typeof segment !== 'string') problem('segment', 'expected a segment slug (a string)')
   if (variant !== undefined && (typeof variant !== 'number' || !Number.isSafeInteger(variant) || variant < 1)) problem('variant', 'expected the variant id shown on the page (a positive integer)')
+  if (bucket !== undefined && (typeof bucket !== 'number' || !Number.isSafeInteger(bucket) || bucket < 0 || bucket > MAX_BUCKET)) problem('bucket', `expected the visitor's bucket (the vo_bucket cookie: an integer from 0 to ${MAX_BUCKET})`)
   if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || Math.abs(value) > MAX_EVENT_VALUE)) problem('value', `expected a number from -${MAX_EVENT_VALUE} to ${MAX_EVENT_VALUE}`)
   if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts < 0 || ts > LAST_DAY_MS) {
     problem('ts', 'expected the event time in milliseconds since the epoch (Date.now())')
@@ -86,7 +99,15 @@ function checkEvent(raw: unknown, record: number, now: number | undefined, probl
     problem('ts', `${new Date(ts).toISOString()} is more than a day old`)
   }
   if (problems.length > before) return undefined
-  return { type: type as EventType, path: path as string, segment, ts: ts as number, ...(variant === undefined ? {} : { variant: variant as number }), ...(value === undefined ? {} : { value: value as number }) }
+  return {
+    type: type as EventType,
+    path: path as string,
+    segment,
+    ts: ts as number,
+    ...(variant === undefined ? {} : { variant: variant as number }),
+    ...(bucket === undefined ? {} : { bucket: bucket as number }),
+    ...(value === undefined ? {} : { value: value as number }),
+  }
 }
 
 /**
@@ -115,7 +136,10 @@ export function validateEventBatch(body: unknown, context: IntakeContext): { eve
     const slug = typeof checked.segment === 'string' ? checked.segment.trim().toLowerCase() : undefined
     // An unknown segment is the default one, as on the page path: never a new bucket.
     const segment = slug === undefined ? context.requestSegment : context.segments.slugs.has(slug) ? slug : context.segments.defaultSlug
-    events.push({ ...checked, segment })
+    // An unknown bucket is no bucket, and a crawler has none: such events count for engagement, never for an experiment.
+    const { bucket, ...rest } = checked
+    const keepBucket = bucket !== undefined && context.crawler !== true && (context.buckets === undefined || bucket < context.buckets)
+    events.push({ ...rest, segment, ...(keepBucket ? { bucket } : {}) })
   })
   return problems.length > 0 ? { events: [], problems } : { events, problems: [] }
 }

@@ -21,6 +21,10 @@ export interface RecordResult {
   unknownPathEvents: number
   /** Events whose variant id is not a variant: stored without one. */
   unknownVariantEvents: number
+  /** Views and CTA clicks from visitors with a bucket counted for an experiment. */
+  experimentEvents: number
+  /** Such events whose (page, segment) is not under experiment or whose variant is not in it: counted for nothing. */
+  outsideExperimentEvents: number
 }
 
 /** Rows per INSERT: 9 parameters a row stays far below PostgreSQL's 65,535. */
@@ -51,7 +55,7 @@ export async function recordEngagement(db: Kysely<Database>, stream: string, mes
       returning message_id`.execute(trx)
     const freshIds = new Set(fresh.rows.map((r) => r.message_id))
     const events = messages.filter((m) => freshIds.has(m.id)).flatMap((m) => m.events)
-    const result: RecordResult = { messages: freshIds.size, duplicates: messages.length - freshIds.size, events: events.length, unknownPathEvents: 0, unknownVariantEvents: 0 }
+    const result: RecordResult = { messages: freshIds.size, duplicates: messages.length - freshIds.size, events: events.length, unknownPathEvents: 0, unknownVariantEvents: 0, experimentEvents: 0, outsideExperimentEvents: 0 }
     if (events.length === 0) return result
 
     const paths = [...new Set(events.map((e) => e.path))]
@@ -88,6 +92,8 @@ export async function recordEngagement(db: Kysely<Database>, stream: string, mes
       }
     }
 
+    await countForExperiments(trx, events, pageIds, result)
+
     // One row per key in each statement: ON CONFLICT DO UPDATE cannot touch a row twice in one statement.
     for (const rows of chunks([...buckets.values()], ROWS_PER_STATEMENT)) {
       await trx
@@ -117,6 +123,44 @@ export async function recordEngagement(db: Kysely<Database>, stream: string, mes
     }
     return result
   })
+}
+
+/** What an experiment counts: a page view, and a click on the CTA (what the beacon sends). */
+const EXPERIMENT_EVENT = { view: 'views', cta_click: 'conversions' } as const
+
+/**
+ * Views and conversions per (page, segment, variant) for the bandit, from events of visitors with a
+ * bucket (never a crawler's: the intake dropped their bucket). Only where the pair is under experiment
+ * and the variant is one of its competitors; the rest is counted in `outsideExperimentEvents`.
+ */
+async function countForExperiments(trx: Kysely<Database>, events: readonly EngagementEvent[], pageIds: ReadonlyMap<string, number>, result: RecordResult): Promise<void> {
+  const groups = new Map<string, { pageId: number; segment: string; variant: number; views: number; conversions: number; events: number }>()
+  for (const event of events) {
+    const column = EXPERIMENT_EVENT[event.type as keyof typeof EXPERIMENT_EVENT]
+    const pageId = pageIds.get(event.path)
+    if (column === undefined || event.bucket === undefined || event.variant === undefined || pageId === undefined) continue
+    const key = `${pageId}\n${event.segment}\n${event.variant}`
+    let group = groups.get(key)
+    if (group === undefined) groups.set(key, (group = { pageId, segment: event.segment, variant: event.variant, views: 0, conversions: 0, events: 0 }))
+    group[column]++
+    group.events++
+  }
+  if (groups.size === 0) return
+  const rows = [...groups.values()]
+  const counted = await sql<{ page_id: string; segment: string; variant_id: string }>`
+    INSERT INTO experiment_counts AS c (page_id, segment, variant_id, views, conversions)
+    SELECT g.page_id, g.segment, g.variant_id, g.views, g.conversions
+    FROM unnest(${rows.map((r) => r.pageId)}::bigint[], ${rows.map((r) => r.segment)}::text[], ${rows.map((r) => r.variant)}::bigint[], ${rows.map((r) => r.views)}::bigint[], ${rows.map((r) => r.conversions)}::bigint[])
+      AS g(page_id, segment, variant_id, views, conversions)
+    JOIN experiments e ON e.page_id = g.page_id AND e.segment = g.segment AND g.variant_id = ANY (e.variants)
+    ON CONFLICT (page_id, segment, variant_id) DO UPDATE
+      SET views = c.views + excluded.views, conversions = c.conversions + excluded.conversions, updated_at = now()
+    RETURNING c.page_id, c.segment, c.variant_id`.execute(trx)
+  const countedKeys = new Set(counted.rows.map((r) => `${r.page_id}\n${r.segment}\n${r.variant_id}`))
+  for (const [key, group] of groups) {
+    if (countedKeys.has(key)) result.experimentEvents += group.events
+    else result.outsideExperimentEvents += group.events
+  }
 }
 
 /** Receipts only guard against re-delivery, which happens within minutes: older ones are dropped. */

@@ -94,7 +94,7 @@ export function tagHeaderFor(flavour: CdnFlavour, tags: readonly string[]): [str
 }
 
 /** Tag names are restricted so that every CDN accepts them verbatim (no spaces, commas or quotes). */
-export function cacheTag(kind: 'page' | 'segment' | 'vertical' | 'template', value: string | number): string {
-  const prefix = { page: 'p', segment: 's', vertical: 'v', template: 't' }[kind]
+export function cacheTag(kind: 'page' | 'segment' | 'vertical' | 'template' | 'bucket', value: string | number): string {
+  const prefix = { page: 'p', segment: 's', vertical: 'v', template: 't', bucket: 'b' }[kind]
   return `${prefix}-${String(value).toLowerCase().replace(/[^a-z0-9_-]/g, '_')}`
 }

@@ -26,6 +26,11 @@ export interface PageResponseOptions {
    */
   privateCacheControl?: string | undefined
   now?: number
+  /**
+   * One more purge tag for this answer: a page under experiment is one entry per variant at the origin,
+   * but each bucket's object at the CDN carries its own tag, so a reallocation purges just the buckets it moved.
+   */
+  tag?: string | undefined
 }
 
 export function pageResponseHead(response: CachedResponse, options: PageResponseOptions): PageResponseHead {
@@ -41,12 +46,21 @@ export function pageResponseHead(response: CachedResponse, options: PageResponse
   }
   // A stale answer says how old it is, so a CDN counts its TTL from the render, not from now.
   if (options.cacheResult === 'STALE') headers.age = String(Math.max(0, Math.floor(((options.now ?? Date.now()) - response.renderedAt) / 1000)))
+  if (options.tag !== undefined) addTag(headers, options.tag)
   if (options.privateCacheControl !== undefined && response.perSegment) {
     headers['cache-control'] = options.privateCacheControl
     delete headers['cdn-cache-control']
     delete headers['surrogate-control']
   }
   return { status: notModified ? 304 : response.status, headers, body: notModified ? undefined : (encoded?.body ?? response.body) }
+}
+
+/** Appends a tag to whichever tag header the entry carries (space- or comma-separated, as that CDN reads it). */
+function addTag(headers: Record<string, string>, tag: string): void {
+  for (const [name, separator] of [['surrogate-key', ' '], ['xkey', ' '], ['cache-tag', ','], ['edge-cache-tag', ',']] as const) {
+    const value = headers[name]
+    if (value !== undefined) headers[name] = `${value}${separator}${tag}`
+  }
 }
 
 /** Headers a 304 repeats from the full response: caching, tags, validators, Vary (RFC 9110 section 15.4.5). */
@@ -63,6 +77,8 @@ export interface EntryHeaderInput {
   lastModified: Date
   /** The entry is offered gzip/brotli-coded: the bytes then depend on Accept-Encoding too. */
   compressed: boolean
+  /** The page is under experiment for this segment: the bytes depend on the visitor's bucket (X-Bucket). */
+  experiment?: boolean
 }
 
 /** Every header a rendered page entry is stored with, and the subset its 304 repeats, assembled once at render time. */
@@ -70,7 +86,7 @@ export function pageEntryHeaders(input: EntryHeaderInput): { headers: Record<str
   const headers: Record<string, string> = { 'content-type': 'text/html; charset=utf-8', ...input.cacheHeaders }
   // Vary names only what changes the bytes: a page that is the same for every segment is one CDN object
   // (one per coding, which caches such as Varnish fold into one compressed object).
-  const vary = [...(input.segment === undefined ? [] : ['X-Segment']), ...(input.compressed ? ['Accept-Encoding'] : [])]
+  const vary = [...(input.segment === undefined ? [] : ['X-Segment']), ...(input.experiment === true ? ['X-Bucket'] : []), ...(input.compressed ? ['Accept-Encoding'] : [])]
   if (vary.length > 0) headers.vary = vary.join(', ')
   if (input.segment !== undefined) headers['x-segment'] = input.segment
   headers['x-content-type-options'] = 'nosniff'

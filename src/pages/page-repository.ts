@@ -98,7 +98,7 @@ type VariantColumns = { [K in 'headline' | 'subhead' | 'features' | 'cta_label' 
  * vertical holding a large share of the variants. The active version is joined once rather than looked up
  * in four subqueries: less to plan, and the statement is planned on every execution.
  */
-function variantLookup(where: RawBuilder<unknown>, vertical: RawBuilder<unknown>, segment: string, withPage: boolean): RawBuilder<VariantColumns & Partial<PageColumns>> {
+function variantLookup(where: RawBuilder<unknown>, vertical: RawBuilder<unknown>, segment: string, withPage: boolean, preferVariantId?: number): RawBuilder<VariantColumns & Partial<PageColumns>> {
   // LEFT JOIN LATERAL and a short-circuited scope check: kysely has no builder for them.
   return sql<VariantColumns & Partial<PageColumns>>`
     SELECT ${withPage ? sql`p.id, p.path, p.kind, p.title, p.meta_description, p.canonical_url, p.body_html, p.vertical, p.template, p.crawl_weight, p.updated_at,` : sql``}
@@ -114,7 +114,7 @@ function variantLookup(where: RawBuilder<unknown>, vertical: RawBuilder<unknown>
       SELECT v.id, v.segment, v.headline, v.subhead, v.features, v.cta_label, v.cta_url, v.social_proof, v.updated_at
       FROM content_variants v
       WHERE p.kind = 'landing' AND (v.page_id = p.id OR v.vertical = ${vertical}) AND v.segment = ${segment} AND v.vector_version = av.id
-      ORDER BY v.page_id IS NULL,
+      ORDER BY ${preferVariantId === undefined ? sql`` : sql`v.id = ${preferVariantId} DESC,`} v.page_id IS NULL,
         v.embedding <=> (CASE WHEN p.embedding_version = av.id THEN p.intent_embedding END) NULLS LAST,
         v.id
       LIMIT 1
@@ -148,11 +148,12 @@ export async function findPageVariant(db: Kysely<Database>, page: { id: number; 
 
 /**
  * The published page at `path` and, for a landing page, what it shows `segment`: findPublishedPage and
- * findPageVariant in one statement, one round trip for a miss instead of two. `variant` is undefined and
+ * findPageVariant in one statement, one round trip for a miss instead of two. `preferVariantId`: the
+ * variant an experiment's bucket sees, chosen when it is in scope (else the nearest, as without). `variant` is undefined and
  * `perSegment` false for any other kind of page.
  */
-export async function findPublishedPageWithVariant(db: Kysely<Database>, path: string, segment: string): Promise<({ page: PageRow } & PageVariant) | undefined> {
-  const result = await variantLookup(sql`p.path = ${path} AND p.status = 'published'`, sql`p.vertical`, segment, true).execute(db)
+export async function findPublishedPageWithVariant(db: Kysely<Database>, path: string, segment: string, preferVariantId?: number): Promise<({ page: PageRow } & PageVariant) | undefined> {
+  const result = await variantLookup(sql`p.path = ${path} AND p.status = 'published'`, sql`p.vertical`, segment, true, preferVariantId).execute(db)
   const row = result.rows[0]
   if (row === undefined) return undefined
   return { page: pageRow(row as PageColumns), ...pageVariant(row) }

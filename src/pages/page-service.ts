@@ -53,6 +53,13 @@ export interface PageServiceOptions {
   log: Logger
   /** Current segment slugs: an invalidation of a path drops every segment's entry. */
   segmentSlugs: () => readonly string[]
+  /** The variants under experiment for a path, per segment: an invalidation drops each variant's entry too. */
+  experimentVariants?: (path: string) => ReadonlyArray<[segment: string, variantIds: readonly number[]]>
+}
+
+/** A request of a page under experiment: the variant its bucket sees (src/experiments/experiment-registry.ts). */
+export interface VariantChoice {
+  variantId: number
 }
 
 /**
@@ -61,8 +68,9 @@ export interface PageServiceOptions {
  * key of a path, and its render lock, live in one Cluster slot (one MGET reads both). `generation`:
  * the render version and the settings that shape the bytes (PageRenderer.generation).
  */
-export function pageCacheKey(path: string, segment: string | undefined, generation: string): string {
-  return segment === undefined ? `page:{${path}}|${generation}` : `page:{${path}}|${segment}|${generation}`
+export function pageCacheKey(path: string, segment: string | undefined, generation: string, variantId?: number): string {
+  if (segment === undefined) return `page:{${path}}|${generation}`
+  return variantId === undefined ? `page:{${path}}|${segment}|${generation}` : `page:{${path}}|${segment}|v${variantId}|${generation}`
 }
 
 export interface WarmCounts {
@@ -90,6 +98,7 @@ export class PageService {
   private readonly metrics: ServingMetrics
   private readonly log: Logger
   private readonly segmentSlugs: () => readonly string[]
+  private readonly experimentVariants: (path: string) => ReadonlyArray<[string, readonly number[]]>
   private readonly standInHeaders: Record<string, string>
   /** The render version and settings fingerprint in every key (PageRenderer.generation). */
   readonly generation: string
@@ -103,6 +112,7 @@ export class PageService {
     this.metrics = options.metrics
     this.log = options.log
     this.segmentSlugs = options.segmentSlugs
+    this.experimentVariants = options.experimentVariants ?? (() => [])
     this.standInHeaders = shortLivedCacheHeaders(this.settings, FALLBACK_SHARED_TTL_SECONDS, [])
     this.generation = this.renderer.generation
   }
@@ -112,17 +122,18 @@ export class PageService {
     return pageCacheKey(path, undefined, this.generation)
   }
 
-  private segmentKey(path: string, segment: string): string {
-    return pageCacheKey(path, segment, this.generation)
+  /** A segment's entry; under experiment, one per variant (every bucket that sees the variant shares it). */
+  private segmentKey(path: string, segment: string, choice?: VariantChoice): string {
+    return pageCacheKey(path, segment, this.generation, choice?.variantId)
   }
 
   /**
    * Where a render for (path, segment) goes: whether the page differs by segment is known only once it
    * is rendered, so both keys are read and the render picks the one it is stored under.
    */
-  private slot(path: string, segment: string): RenderSlot {
+  private slot(path: string, segment: string, choice?: VariantChoice): RenderSlot {
     const pageKey = this.pageKey(path)
-    const segmentKey = this.segmentKey(path, segment)
+    const segmentKey = this.segmentKey(path, segment, choice)
     return {
       key: segmentKey,
       readKeys: [pageKey, segmentKey],
@@ -144,19 +155,19 @@ export class PageService {
    * The L1 hit alone, with no I/O and no promise: what the raw fast path in front of Fastify serves.
    * undefined means "not a fresh L1 hit": the caller goes on to lookup().
    */
-  freshLocal(path: string, segment: string): CachedResponse | undefined {
+  freshLocal(path: string, segment: string, choice?: VariantChoice): CachedResponse | undefined {
     const pageKey = this.pageKey(path)
     let response = this.cache.freshLocal(pageKey)
-    if (response === undefined) response = this.cache.freshLocal(this.segmentKey(path, segment))
-    if (response !== undefined) this.maybeRefreshEarly(path, segment, response)
+    if (response === undefined) response = this.cache.freshLocal(this.segmentKey(path, segment, choice))
+    if (response !== undefined) this.maybeRefreshEarly(path, segment, response, choice)
     return response
   }
 
   /** The cache tiers alone: a fresh entry answers (HIT-L1, HIT-L2), else what they hold goes on to serve(). */
-  async lookup(path: string, segment: string): Promise<CacheLookup> {
-    const { fresh, local, shared } = await this.cache.lookup(this.slot(path, segment).readKeys)
+  async lookup(path: string, segment: string, choice?: VariantChoice): Promise<CacheLookup> {
+    const { fresh, local, shared } = await this.cache.lookup(this.slot(path, segment, choice).readKeys)
     if (fresh === undefined) return { hit: undefined, local, shared }
-    if (fresh.tier === 'l1') this.maybeRefreshEarly(path, segment, fresh.response)
+    if (fresh.tier === 'l1') this.maybeRefreshEarly(path, segment, fresh.response, choice)
     return { hit: { response: fresh.response, cacheResult: fresh.tier === 'l1' ? 'HIT-L1' : 'HIT-L2' }, local, shared }
   }
 
@@ -166,24 +177,24 @@ export class PageService {
    * stale-if-error window or by the default segment's rendering; a failing database by any entry still
    * inside its stale-if-error window. `lookedUp`: the lookup the fast path already made.
    */
-  async serve(path: string, segment: string, defaultSegment: string, lookedUp?: CacheLookup): Promise<ServedPage> {
-    const lookup = lookedUp ?? (await this.lookup(path, segment))
+  async serve(path: string, segment: string, defaultSegment: string, lookedUp?: CacheLookup, choice?: VariantChoice): Promise<ServedPage> {
+    const lookup = lookedUp ?? (await this.lookup(path, segment, choice))
     if (lookup.hit !== undefined) return lookup.hit
     const now = Date.now()
     const known = newest(lookup.local?.response, lookup.shared)
     if (known !== undefined && now < known.swrUntil) {
       this.metrics.staleServed('revalidate')
-      this.refreshInBackground(path, segment)
+      this.refreshInBackground(path, segment, choice)
       return { response: known, cacheResult: 'STALE' }
     }
 
-    const rendering = this.render(path, segment)
+    const rendering = this.render(path, segment, false, choice)
     try {
       // What may answer if the render overruns its budget: this key's own entry while it is inside its
       // stale-if-error window (a slow or hung database then costs the budget, not its timeouts), else,
       // for a personalized request, the default segment's rendering; without either, the request waits.
       const staleCopy = known !== undefined && now < known.staleUntil ? known : undefined
-      const standIn = staleCopy !== undefined || segment === defaultSegment ? undefined : this.cache.peekLocal(this.segmentKey(path, defaultSegment))?.response
+      const standIn = staleCopy !== undefined || segment === defaultSegment || choice !== undefined ? undefined : this.cache.peekLocal(this.segmentKey(path, defaultSegment))?.response
       if (staleCopy === undefined && standIn === undefined) return { response: await rendering, cacheResult: 'MISS' }
       const result = await withTimeout(rendering, this.settings.renderBudgetMs)
       if (result !== TIMED_OUT) return { response: result, cacheResult: 'MISS' }
@@ -215,20 +226,21 @@ export class PageService {
   }
 
   /** XFetch on a fresh L1 hit; far from expiry (more than 10 render times) the draw could never fire, so skip it. */
-  private maybeRefreshEarly(path: string, segment: string, response: CachedResponse): void {
+  private maybeRefreshEarly(path: string, segment: string, response: CachedResponse, choice: VariantChoice | undefined): void {
     const margin = response.freshUntil - Date.now()
     if (margin > response.renderMs * XFETCH_BETA * 10) return
-    if (-response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= margin) this.refreshInBackground(path, segment)
+    if (-response.renderMs * XFETCH_BETA * Math.log(Math.random()) >= margin) this.refreshInBackground(path, segment, choice)
   }
 
-  private refreshInBackground(path: string, segment: string): void {
-    if (this.renders.isRendering(this.segmentKey(path, segment))) return
-    this.render(path, segment, true).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
+  private refreshInBackground(path: string, segment: string, choice: VariantChoice | undefined): void {
+    if (this.renders.isRendering(this.segmentKey(path, segment, choice))) return
+    this.render(path, segment, true, choice).catch((err: unknown) => this.log.warn({ err, path, segment }, 'background refresh failed; keeping the stale entry'))
   }
 
-  private render(path: string, segment: string, refreshing = false): Promise<CachedResponse> {
-    const slot = this.slot(path, segment)
-    return this.renders.render(slot, () => this.renderer.render(path, segment, { onLateEncodings: (original, encoded) => this.storeLateEncodings(slot, original, encoded) }), { refreshing })
+  private render(path: string, segment: string, refreshing: boolean, choice: VariantChoice | undefined): Promise<CachedResponse> {
+    const slot = this.slot(path, segment, choice)
+    const onLateEncodings = (original: CachedResponse, encoded: CachedResponse): void => this.storeLateEncodings(slot, original, encoded)
+    return this.renders.render(slot, () => this.renderer.render(path, segment, { onLateEncodings, ...(choice === undefined ? {} : { variantId: choice.variantId }) }), { refreshing })
   }
 
   /**
@@ -243,7 +255,13 @@ export class PageService {
 
   /** Drops these paths (their entry for every segment, and each segment's) from L1 here, from L2, and from L1 on the other instances. */
   invalidatePaths(paths: readonly string[]): Promise<number> {
-    return this.cache.invalidate(paths.flatMap((path) => [this.pageKey(path), ...this.segmentSlugs().map((segment) => this.segmentKey(path, segment))]))
+    return this.cache.invalidate(
+      paths.flatMap((path) => [
+        this.pageKey(path),
+        ...this.segmentSlugs().map((segment) => this.segmentKey(path, segment)),
+        ...this.experimentVariants(path).flatMap(([segment, variants]) => variants.map((variantId) => this.segmentKey(path, segment, { variantId }))),
+      ]),
+    )
   }
 
   /** Purge by paths and tags: L1 here, L2, and L1 on every other instance. Returns local evictions. */

@@ -42,6 +42,11 @@ export interface RenderOptions {
   onLateEncodings?: (original: CachedResponse, encoded: CachedResponse) => void
   /** Read the primary, not a replica (warm-up: an admin call renders what the primary holds). */
   primary?: boolean
+  /**
+   * The page is under experiment for this segment and this is the variant to show (the request's
+   * bucket's): the entry then varies by X-Bucket too and carries the beacon.
+   */
+  variantId?: number
 }
 
 export interface RenderMetrics {
@@ -148,23 +153,25 @@ export class PageRenderer {
     const lookupStarted = performance.now()
     // The page and, for a landing page, its variant for this segment and whether it varies by segment at
     // all: one statement, one round trip for a miss.
-    const found = await findPublishedPageWithVariant(db, path, segment)
+    const found = await findPublishedPageWithVariant(db, path, segment, options.variantId)
     if (found === undefined) return this.notFound(path, started)
     const { page, variant } = found
     let html: string
     let lastModified = page.updatedAt
+    // Under experiment only while the variant asked for is still what the page shows this segment.
+    const experiment = options.variantId !== undefined && variant?.id === options.variantId
     // Only a landing page with variants in its scope can differ by segment; every other page is one
     // entry for all segments, at every tier (no segment in its key, Vary or tags).
     const perSegment = found.perSegment
     if (page.kind === 'landing') {
       this.metrics.vectorSearch((performance.now() - lookupStarted) / 1000)
-      html = renderLandingPage(page, variant)
+      html = renderLandingPage(page, variant, experiment)
       if (variant !== undefined && variant.updatedAt > lastModified) lastModified = variant.updatedAt
     } else {
       html = renderSeoPage(page, await findRelatedPages(db, page.id, page.vertical, this.settings.relatedLinks))
     }
     const tags = [cacheTag('page', page.id), ...(perSegment ? [cacheTag('segment', segment)] : []), cacheTag('vertical', page.vertical), cacheTag('template', page.template)]
-    return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, perSegment ? segment : undefined, started, page.path, options)
+    return this.ok(html, lastModified, sharedTtlForPage(page.path, page.crawlWeight), tags, perSegment ? segment : undefined, started, page.path, options, experiment)
   }
 
   private async renderIndex(db: Kysely<Database>, started: number, options: RenderOptions): Promise<CachedResponse> {
@@ -180,7 +187,7 @@ export class PageRenderer {
    * compressing a page that would take longer than the render budget (a page of megabytes), the entry
    * goes out with the identity bytes and the coded one follows (`options.onLateEncodings`).
    */
-  private async ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string | undefined, started: number, path: string, options: RenderOptions): Promise<CachedResponse> {
+  private async ok(html: string, lastModified: Date, sharedTtl: number, tags: string[], segment: string | undefined, started: number, path: string, options: RenderOptions, experiment = false): Promise<CachedResponse> {
     const body = Buffer.from(html, 'utf8')
     const cacheHeaders = publicCacheHeaders(this.settings, sharedTtl, tags)
     // The origin's own fresh window is capped: it bounds staleness when an invalidation is lost. The cap
@@ -189,7 +196,7 @@ export class PageRenderer {
     const freshUntil = now + Math.round(Math.min(sharedTtl, this.settings.originFreshSeconds * pathJitterFactor(path)) * 1000)
     const swrUntil = freshUntil + this.settings.staleWhileRevalidateSeconds * 1000
     const staleUntil = Math.max(swrUntil, freshUntil + this.settings.staleIfErrorSeconds * 1000)
-    const build = (encodings: Encodings): CachedResponse => ({ ...this.entry(200, body, encodings, lastModified, cacheHeaders, segment, started, tags), freshUntil, swrUntil, staleUntil })
+    const build = (encodings: Encodings): CachedResponse => ({ ...this.entry(200, body, encodings, lastModified, cacheHeaders, segment, started, tags, experiment), freshUntil, swrUntil, staleUntil })
 
     // Compressing a buffer does not fail short of running out of memory; if it did, the identity bytes serve.
     const compressing = compressBody(body).catch((): Encodings => ({}))
@@ -203,12 +210,12 @@ export class PageRenderer {
     return response
   }
 
-  private entry(status: number, body: Buffer, encodings: Encodings, lastModified: Date, cacheHeaders: HeaderMap, segment: string | undefined, started: number, tags: string[]): CachedResponse {
+  private entry(status: number, body: Buffer, encodings: Encodings, lastModified: Date, cacheHeaders: HeaderMap, segment: string | undefined, started: number, tags: string[], experiment = false): CachedResponse {
     const etag = strongEtag(body)
     // HTTP dates carry whole seconds; drop the milliseconds so If-Modified-Since compares exactly.
     const lastModifiedSeconds = new Date(Math.floor(lastModified.getTime() / 1000) * 1000)
     // A page that may be compressed says Vary: Accept-Encoding whether or not its codings are ready yet.
-    const { headers, notModifiedHeaders } = pageEntryHeaders({ status, cacheHeaders, segment, etag, lastModified: lastModifiedSeconds, compressed: status === 200 && isCompressible(body) })
+    const { headers, notModifiedHeaders } = pageEntryHeaders({ status, cacheHeaders, segment, etag, lastModified: lastModifiedSeconds, compressed: status === 200 && isCompressible(body), experiment })
     const now = Date.now()
     return { status, body, encodings, headers, notModifiedHeaders, etag, lastModified: lastModifiedSeconds, perSegment: segment !== undefined, freshUntil: 0, swrUntil: 0, staleUntil: 0, renderMs: now - started, renderedAt: now, tags }
   }

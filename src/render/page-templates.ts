@@ -57,7 +57,15 @@ ${related.map((r) => html`<li><a href="${r.path}">${r.title}</a></li>\n`)}</ul>
   )
 }
 
-export function renderLandingPage(page: PageRow, variant: VariantRow | undefined): string {
+/** The first-party beacon a page under experiment loads (routes/beacon.ts serves it). */
+export const BEACON_PATH = '/assets/vo-beacon.js'
+
+/**
+ * `experiment`: the page is under experiment for this segment; the hero then names its page and the
+ * beacon script reports views and CTA clicks with the variant shown (and the visitor's bucket, read
+ * from the CDN's cookie by the script).
+ */
+export function renderLandingPage(page: PageRow, variant: VariantRow | undefined, experiment = false): string {
   if (variant === undefined) {
     // A segment without a variant gets the page's own content, never another segment's.
     return layout(
@@ -70,7 +78,7 @@ ${trustedHtml(page.bodyHtml)}
   }
   return layout(
     { title: page.title, description: page.metaDescription, canonicalUrl: page.canonicalUrl, ogType: 'website' },
-    html`<section class="hero" data-variant="${variant.id}" data-segment="${variant.segment}">
+    html`<section class="hero" data-variant="${variant.id}" data-segment="${variant.segment}"${experiment ? html` data-page="${page.path}" data-experiment` : ''}>
 <h1>${variant.headline}</h1>
 <p class="subhead">${variant.subhead}</p>
 <ul class="features">
@@ -80,7 +88,8 @@ ${variant.features.map((f) => html`<li>${f}</li>\n`)}</ul>
 </section>
 <section class="about">
 ${trustedHtml(page.bodyHtml)}
-</section>`,
+</section>${experiment ? html`
+<script src="${BEACON_PATH}" defer></script>` : ''}`,
   )
 }
 

@@ -10,7 +10,7 @@ import { directDatabase } from '../../helper.ts'
 const handle = await openDatabase({ ...(await directDatabase(t)), dbPoolMax: 1, dbConnectTimeoutMs: 5000, dbStatementTimeoutMs: 10000 }, { error: () => {} })
 t.teardown(() => handle.close())
 const { db } = handle
-const ALL = ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement', '0006_variant_scope']
+const ALL = ['0001_initial_schema', '0002_ingest_and_versions', '0003_purge_outbox', '0004_search_console', '0005_engagement', '0006_variant_scope', '0007_experiments']
 
 t.test('an empty database migrates to the full schema', async (t) => {
   t.same(await pendingMigrations(db), ALL)
@@ -21,7 +21,7 @@ t.test('an empty database migrates to the full schema', async (t) => {
   t.same(again.results, [], 'a second run applies nothing')
 
   const tables = await sql<{ table_name: string }>`select table_name from information_schema.tables where table_schema = 'public' and table_name not like 'kysely%' order by 1`.execute(db)
-  t.same(tables.rows.map((r) => r.table_name), ['content_variants', 'embedding_versions', 'engagement_daily', 'engagement_stream_receipts', 'page_embedding_staging', 'pages', 'purge_outbox', 'search_console_imports', 'search_console_rows', 'segments', 'sitemap_version'])
+  t.same(tables.rows.map((r) => r.table_name), ['content_variants', 'embedding_versions', 'engagement_daily', 'engagement_stream_receipts', 'experiment_counts', 'experiments', 'page_embedding_staging', 'pages', 'purge_outbox', 'search_console_imports', 'search_console_rows', 'segments', 'sitemap_version'])
   const hnsw = await sql<{ indexdef: string }>`select indexdef from pg_indexes where indexname = 'pages_intent_embedding_hnsw'`.execute(db)
   t.match(hnsw.rows[0]?.indexdef, /USING hnsw \(intent_embedding vector_cosine_ops\) WITH \(m='?16'?, ef_construction='?64'?\)/)
   const column = await sql<{ t: string }>`select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'content_variants'::regclass and attname = 'embedding'`.execute(db)

@@ -85,7 +85,7 @@ tap.test('a re-delivered entry counts nothing twice', async (t) => {
   const [id, fields] = ((await raw.xrevrange(keys.stream, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>)[0]!
   const events = JSON.parse(fields[fields.indexOf('events') + 1]!) as EngagementEvent[]
   const before = await aggregates()
-  t.same(await recordEngagement(db, keys.stream, [{ id, events }]), { messages: 0, duplicates: 1, events: 0, unknownPathEvents: 0, unknownVariantEvents: 0 })
+  t.same(await recordEngagement(db, keys.stream, [{ id, events }]), { messages: 0, duplicates: 1, events: 0, unknownPathEvents: 0, unknownVariantEvents: 0, experimentEvents: 0, outsideExperimentEvents: 0 })
   t.same(await aggregates(), before)
 })
 

@@ -39,7 +39,7 @@ t.test('pending migrations: not ready, and the answer says what to run', async (
   const body = ready.json()
   t.equal(body.status, 'fail')
   t.same(body.checks.database, { status: 'ok' })
-  t.same(body.checks.migrations, { status: 'fail', detail: 'pending: 0001_initial_schema, 0002_ingest_and_versions, 0003_purge_outbox, 0004_search_console, 0005_engagement, 0006_variant_scope; run npm run migrate' })
+  t.same(body.checks.migrations, { status: 'fail', detail: 'pending: 0001_initial_schema, 0002_ingest_and_versions, 0003_purge_outbox, 0004_search_console, 0005_engagement, 0006_variant_scope, 0007_experiments; run npm run migrate' })
   t.equal(ready.headers['cache-control'], 'no-store')
   const page = await app.inject({ url: '/crm' })
   t.equal(page.statusCode, 503, 'no schema: pages answer 503, not a crash')
