@@ -6,7 +6,8 @@
 import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { listExperiments } from '../src/experiments/experiment-repository.ts'
+import { listExperiments, readExperimentCounts } from '../src/experiments/experiment-repository.ts'
+import { experimentReports } from '../src/experiments/experiment-report.ts'
 import { ExperimentRegistry } from '../src/experiments/experiment-registry.ts'
 import { type ReallocationResult, reallocateExperiments } from '../src/experiments/reallocation.ts'
 
@@ -54,6 +55,23 @@ async function experimentsPlugin(app: FastifyInstance): Promise<void> {
     return result
   }
   app.decorate('experiments', { registry, reload, reallocate })
+
+  // Per page, segment and variant: the share of buckets and the conversion rate (the dashboard's panel).
+  // Experiments are few (landing pages x segments with competing variants); read at most every 15 s.
+  let reports: ReturnType<typeof experimentReports> = []
+  let reportsReadAt = 0
+  const readReports = async () => {
+    if (Date.now() - reportsReadAt >= 15_000) {
+      reports = experimentReports(await listExperiments(app.database.read), await readExperimentCounts(app.database.read))
+      reportsReadAt = Date.now()
+    }
+    return reports
+  }
+  const perVariant = (value: (v: (typeof reports)[number]['variants'][number]) => number) => async () =>
+    (await readReports()).flatMap((r) => r.variants.map((v) => ({ labels: { page: r.page, segment: r.segment, variant: String(v.variant) }, value: value(v) })))
+  app.metrics.registerCollector({ name: 'variant_origin_experiment_bucket_share', help: 'Share of an experiment\'s buckets that see this variant (1 for a pinned winner).', type: 'gauge', labelNames: ['page', 'segment', 'variant'], read: perVariant((v) => v.share) })
+  app.metrics.registerCollector({ name: 'variant_origin_experiment_conversion_rate', help: 'Conversions (CTA clicks) over views of visitors with a bucket, per experiment variant.', type: 'gauge', labelNames: ['page', 'segment', 'variant'], read: perVariant((v) => v.rate) })
+  app.metrics.registerCollector({ name: 'variant_origin_experiment_probability_best', help: 'Probability that this variant converts best (Thompson sampling), as of the last reallocation.', type: 'gauge', labelNames: ['page', 'segment', 'variant'], read: perVariant((v) => v.probabilityBest) })
   app.invalidationBus.onMessage((message) => {
     if (message.experiments === true) void load()
   })
@@ -89,4 +107,4 @@ async function experimentsPlugin(app: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(experimentsPlugin, { name: 'experiments', dependencies: ['config', 'database', 'redis', 'invalidation', 'pages', 'purge'] })
+export default fp(experimentsPlugin, { name: 'experiments', dependencies: ['config', 'database', 'redis', 'metrics', 'invalidation', 'pages', 'purge'] })

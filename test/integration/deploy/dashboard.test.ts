@@ -43,6 +43,10 @@ const METRICS: Record<string, MetricSpec> = {
   variant_origin_warmup_success_ratio: { type: 'gauge', labels: {} },
   variant_origin_pages_by_crawl_weight: { type: 'gauge', labels: { max_weight: ['0.1', '0.2', '0.3', '0.4', '0.5', '0.6', '0.7', '0.8', '0.9', '1'] } },
   variant_origin_db_queries_total: { type: 'counter', labels: { target: ['primary', 'replica'], replica: undefined } },
+  // One series per experiment variant: none until a landing page has competing variants.
+  variant_origin_experiment_bucket_share: { type: 'gauge', labels: { page: undefined, segment: undefined, variant: undefined }, optional: true },
+  variant_origin_experiment_conversion_rate: { type: 'gauge', labels: { page: undefined, segment: undefined, variant: undefined }, optional: true },
+  variant_origin_experiment_probability_best: { type: 'gauge', labels: { page: undefined, segment: undefined, variant: undefined }, optional: true },
   variant_origin_db_replica_up: { type: 'gauge', labels: { replica: undefined }, optional: true },
   variant_origin_db_replica_lag_seconds: { type: 'gauge', labels: { replica: undefined }, optional: true },
   variant_origin_db_replica_fallbacks_total: { type: 'counter', labels: { reason: ['unavailable', 'error'] }, optional: true },

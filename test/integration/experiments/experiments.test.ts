@@ -8,6 +8,8 @@ import t from 'tap'
 import { sql } from 'kysely'
 import { buildTestApp } from '../../helper.ts'
 import { until } from '../../support/until.ts'
+import { listExperiments, readExperimentCounts } from '../../../src/experiments/experiment-repository.ts'
+import { experimentReports, formatReports } from '../../../src/experiments/experiment-report.ts'
 
 const TOKEN = 'experiments-test-token-0123456789'
 const auth = { authorization: `Bearer ${TOKEN}` }
@@ -120,6 +122,11 @@ t.test('events: only visitors with a bucket and competing variants count; the ba
   t.same(purged.sort(), [`b-${pageId}_smb_2`, `b-${pageId}_smb_none`], 'the moved bucket and the no-bucket objects (the best changed) are purged, nothing else')
   t.equal(variantOf((await get({ 'x-bucket': '2' })).body), second, 'bucket 2 now sees the second variant')
   t.equal(variantOf((await get({})).body), second, 'so does a visitor without a bucket')
+  const metrics = (await app.inject({ url: '/metrics' })).body
+  t.match(metrics, `variant_origin_experiment_bucket_share{page="/crm",segment="smb",variant="${second}"} 0.75`, 'the dashboard gauges')
+  t.match(metrics, `variant_origin_experiment_conversion_rate{page="/crm",segment="smb",variant="${second}"} 0.4`)
+  const table = formatReports(experimentReports(await listExperiments(db), await readExperimentCounts(db)))
+  t.match(table, new RegExp(`/crm\\s+smb\\s+running\\s+${second}\\*\\s+100\\s+40\\s+40\\.0%\\s+30\\.\\d%-49\\.\\d%`), `npm run experiments' table:\n${table}`)
   const [low, high] = after.variants[1]!.interval95
   t.ok(low < 0.4 && high > 0.4, `the 95% interval [${low}, ${high}] holds the observed rate`)
 })
