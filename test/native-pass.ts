@@ -40,6 +40,7 @@ const NATIVE_PASS_FILES = [
   'test/integration/db/migrations.test.ts',
   'test/integration/cache/redis-faults.test.ts',
   'test/integration/events/engagement-consumer.test.ts',
+  'test/integration/experiments/experiments.test.ts',
   'test/integration/routes/storable-input.test.ts',
   'test/integration/routes/sitemaps.test.ts',
   'test/integration/cache/slow-database.test.ts',
