@@ -45,80 +45,78 @@ const experimentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(adminExperimentRoutes)
 }
 
-const adminExperimentRoutes: FastifyPluginAsyncTypebox = async (admin) => {
-  const app = admin
+/** The report and the operator's actions: behind ADMIN_TOKEN, absent (404) without it. */
+const adminExperimentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
-  {
-    if (!admin.adminAuth.protect(admin)) return
-    const security = admin.adminAuth.security
+  if (!app.adminAuth.protect(app)) return
+  const security = app.adminAuth.security
 
-    admin.get(
-      '/admin/experiments',
-      {
-        schema: {
-          tags: ['admin'],
-          summary: 'Experiments: views, conversions, rate with a 95% interval, probability of being best and bucket share per variant',
-          security,
-          querystring: Type.Object({ page: Type.Optional(Type.String({ description: 'a landing page path, such as /crm' })) }, { additionalProperties: false }),
-          response: { 200: Type.Object({ experiments: Type.Array(Report), buckets: Type.Integer(), reallocateSeconds: Type.Integer(), minShare: Type.Number() }) },
-        },
+  app.get(
+    '/admin/experiments',
+    {
+      schema: {
+        tags: ['admin'],
+        summary: 'Experiments: views, conversions, rate with a 95% interval, probability of being best and bucket share per variant',
+        security,
+        querystring: Type.Object({ page: Type.Optional(Type.String({ description: 'a landing page path, such as /crm' })) }, { additionalProperties: false }),
+        response: { 200: Type.Object({ experiments: Type.Array(Report), buckets: Type.Integer(), reallocateSeconds: Type.Integer(), minShare: Type.Number() }) },
       },
-      async (request, reply) => {
-        const page = request.query.page
-        if (page !== undefined && !isCanonicalPagePath(page)) throw validationError('query', [{ record: -1, field: 'page', message: `${JSON.stringify(page)} is not a canonical page path, such as /crm` }])
-        const [rows, counts] = await Promise.all([listExperiments(app.database.db, page === undefined ? {} : { path: page }), readExperimentCounts(app.database.db)])
-        return reply.header('cache-control', 'no-store').send({ experiments: experimentReports(rows, counts), buckets: config.experimentBuckets, reallocateSeconds: config.experimentReallocateSeconds, minShare: config.experimentMinShare })
-      },
-    )
+    },
+    async (request, reply) => {
+      const page = request.query.page
+      if (page !== undefined && !isCanonicalPagePath(page)) throw validationError('query', [{ record: -1, field: 'page', message: `${JSON.stringify(page)} is not a canonical page path, such as /crm` }])
+      const [rows, counts] = await Promise.all([listExperiments(app.database.db, page === undefined ? {} : { path: page }), readExperimentCounts(app.database.db)])
+      return reply.header('cache-control', 'no-store').send({ experiments: experimentReports(rows, counts), buckets: config.experimentBuckets, reallocateSeconds: config.experimentReallocateSeconds, minShare: config.experimentMinShare })
+    },
+  )
 
-    admin.post(
-      '/admin/experiments',
-      {
-        schema: {
-          tags: ['admin'],
-          summary: 'Pin a winner (every bucket sees it), pause the split as it is, or resume learning',
-          security,
-          body: Type.Object(
-            {
-              page: Type.String({ description: 'the landing page path' }),
-              segment: Type.String(),
-              action: Type.Union([Type.Literal('pin'), Type.Literal('pause'), Type.Literal('resume')]),
-              variant: Type.Optional(Type.Integer({ minimum: 1, description: 'with pin: the variant every bucket sees' })),
-            },
-            { additionalProperties: false },
-          ),
-          response: { 200: Report },
-        },
+  app.post(
+    '/admin/experiments',
+    {
+      schema: {
+        tags: ['admin'],
+        summary: 'Pin a winner (every bucket sees it), pause the split as it is, or resume learning',
+        security,
+        body: Type.Object(
+          {
+            page: Type.String({ description: 'the landing page path' }),
+            segment: Type.String(),
+            action: Type.Union([Type.Literal('pin'), Type.Literal('pause'), Type.Literal('resume')]),
+            variant: Type.Optional(Type.Integer({ minimum: 1, description: 'with pin: the variant every bucket sees' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Report },
       },
-      async (request, reply) => {
-        const { page, segment, action, variant } = request.body
-        const problems = []
-        if (!isCanonicalPagePath(page)) problems.push({ record: -1, field: 'page', message: `${JSON.stringify(page)} is not a canonical page path, such as /crm` })
-        if (action === 'pin' && variant === undefined) problems.push({ record: -1, field: 'variant', message: 'pin needs the variant to show every bucket' })
-        if (action !== 'pin' && variant !== undefined) problems.push({ record: -1, field: 'variant', message: `${action} takes no variant (only pin does)` })
-        if (problems.length > 0) throw validationError('experiment', problems)
-        const [row] = await listExperiments(app.database.db, { path: page }).then((rows) => rows.filter((r) => r.segment === segment))
-        if (row === undefined) throw new DomainError('NOT_FOUND', `no experiment on ${page} for segment ${segment}: a landing page competes once a segment has two or more variants in scope (GET /admin/experiments lists them)`)
-        if (action === 'pin' && !row.variants.includes(variant!)) {
-          throw validationError('experiment', [{ record: -1, field: 'variant', message: `variant ${variant} is not competing on ${page} for ${segment}; competing: ${row.variants.join(', ')}` }])
+    },
+    async (request, reply) => {
+      const { page, segment, action, variant } = request.body
+      const problems = []
+      if (!isCanonicalPagePath(page)) problems.push({ record: -1, field: 'page', message: `${JSON.stringify(page)} is not a canonical page path, such as /crm` })
+      if (action === 'pin' && variant === undefined) problems.push({ record: -1, field: 'variant', message: 'pin needs the variant to show every bucket' })
+      if (action !== 'pin' && variant !== undefined) problems.push({ record: -1, field: 'variant', message: `${action} takes no variant (only pin does)` })
+      if (problems.length > 0) throw validationError('experiment', problems)
+      const [row] = await listExperiments(app.database.db, { path: page }).then((rows) => rows.filter((r) => r.segment === segment))
+      if (row === undefined) throw new DomainError('NOT_FOUND', `no experiment on ${page} for segment ${segment}: a landing page competes once a segment has two or more variants in scope (GET /admin/experiments lists them)`)
+      if (action === 'pin' && !row.variants.includes(variant!)) {
+        throw validationError('experiment', [{ record: -1, field: 'variant', message: `variant ${variant} is not competing on ${page} for ${segment}; competing: ${row.variants.join(', ')}` }])
+      }
+      const status = action === 'pin' ? 'pinned' : action === 'pause' ? 'paused' : 'running'
+      await app.database.db.transaction().execute(async (trx) => {
+        await setExperimentStatus(trx, row.pageId, segment, status, action === 'pin' ? variant : undefined)
+        // A pin (or leaving one) changes what buckets see: every bucket's CDN object of the pair goes.
+        if (action === 'pin' || row.status === 'pinned') {
+          const tags = [...Array.from({ length: config.experimentBuckets }, (_, b) => bucketTag(row.pageId, segment, b)), bucketTag(row.pageId, segment, undefined)]
+          await enqueueTagPurge(trx, config.purgeTargets, tags, false)
         }
-        const status = action === 'pin' ? 'pinned' : action === 'pause' ? 'paused' : 'running'
-        await app.database.db.transaction().execute(async (trx) => {
-          await setExperimentStatus(trx, row.pageId, segment, status, action === 'pin' ? variant : undefined)
-          // A pin (or leaving one) changes what buckets see: every bucket's CDN object of the pair goes.
-          if (action === 'pin' || row.status === 'pinned') {
-            const tags = [...Array.from({ length: config.experimentBuckets }, (_, b) => bucketTag(row.pageId, segment, b)), bucketTag(row.pageId, segment, undefined)]
-            await enqueueTagPurge(trx, config.purgeTargets, tags, false)
-          }
-        })
-        await app.experiments.reload()
-        app.kickPurges()
-        const [updated] = (await listExperiments(app.database.db, { path: page })).filter((r) => r.segment === segment)
-        const counts = await readExperimentCounts(app.database.db)
-        return reply.header('cache-control', 'no-store').send(experimentReports([updated!], counts)[0]!)
-      },
-    )
-  }
+      })
+      await app.experiments.reload()
+      app.kickPurges()
+      const [updated] = (await listExperiments(app.database.db, { path: page })).filter((r) => r.segment === segment)
+      const counts = await readExperimentCounts(app.database.db)
+      return reply.header('cache-control', 'no-store').send(experimentReports([updated!], counts)[0]!)
+    },
+  )
 }
 
 export default experimentRoutes
