@@ -10,6 +10,7 @@ import { listExperiments, readExperimentCounts } from '../src/experiments/experi
 import { experimentReports } from '../src/experiments/experiment-report.ts'
 import { ExperimentRegistry } from '../src/experiments/experiment-registry.ts'
 import { type ReallocationResult, reallocateExperiments } from '../src/experiments/reallocation.ts'
+import { undeliveredEvents } from '../src/events/event-stream.ts'
 
 export interface ExperimentsService {
   registry: ExperimentRegistry
@@ -27,6 +28,8 @@ declare module 'fastify' {
 
 const REGISTRY_REFRESH_MS = 30_000
 const LEASE_KEY = 'experiments:reallocation-lease'
+/** Stream entries (requests of up to 100 events) read past the consumer group's position per reallocation. */
+const UNDELIVERED_LIMIT = 10_000
 
 async function experimentsPlugin(app: FastifyInstance): Promise<void> {
   const { config, redis } = app
@@ -44,7 +47,12 @@ async function experimentsPlugin(app: FastifyInstance): Promise<void> {
     app.invalidationBus.publish?.({ keys: [], tags: [], experiments: true })
   }
   const reallocate = async (): Promise<ReallocationResult> => {
-    const result = await reallocateExperiments(app.database.db, { buckets: config.experimentBuckets, minShare: config.experimentMinShare, purgeTargets: config.purgeTargets })
+    // What the consumer has not aggregated yet counts too (bounded: a consumer far behind is a bigger problem).
+    const undelivered = app.eventsRedis === null ? [] : await undeliveredEvents(app.eventsRedis, app.events.keys, UNDELIVERED_LIMIT).catch((err: unknown) => {
+      app.log.warn({ err }, 'the events still in the stream could not be read; reallocating on the aggregates alone')
+      return []
+    })
+    const result = await reallocateExperiments(app.database.db, { buckets: config.experimentBuckets, minShare: config.experimentMinShare, purgeTargets: config.purgeTargets }, undelivered)
     if (result.invalidatePaths.length > 0) await app.pages.invalidatePaths(result.invalidatePaths)
     await reload()
     // The origin's own entries are per variant and stay; the buckets that moved are purged at the CDN.
@@ -107,4 +115,4 @@ async function experimentsPlugin(app: FastifyInstance): Promise<void> {
   })
 }
 
-export default fp(experimentsPlugin, { name: 'experiments', dependencies: ['config', 'database', 'redis', 'metrics', 'invalidation', 'pages', 'purge'] })
+export default fp(experimentsPlugin, { name: 'experiments', dependencies: ['config', 'database', 'redis', 'metrics', 'invalidation', 'pages', 'purge', 'events'] })

@@ -3,7 +3,7 @@
 
 import type { Cluster, Redis } from 'ioredis'
 import { DomainError } from '../errors.ts'
-import { encodeStreamEntry, type EngagementEvent } from './engagement-event.ts'
+import { decodeStreamEntry, encodeStreamEntry, type EngagementEvent } from './engagement-event.ts'
 
 export const CONSUMER_GROUP = 'engagement-aggregators'
 
@@ -52,6 +52,24 @@ function fieldsOf(reply: unknown[]): Map<string, unknown> {
   const map = new Map<string, unknown>()
   for (let i = 0; i + 1 < reply.length; i += 2) map.set(String(reply[i]), reply[i + 1])
   return map
+}
+
+/**
+ * Events accepted and not yet delivered to the consumer group (after its last-delivered id; every entry
+ * when the group does not exist yet), up to `limit` entries: what the aggregates do not hold yet.
+ * Entries delivered and not yet acknowledged are the consumer's, committed within a batch; unreadable
+ * entries are skipped (the consumer dead-letters them).
+ */
+export async function undeliveredEvents(redis: Redis | Cluster, keys: EventStreamKeys, limit: number, group = CONSUMER_GROUP): Promise<EngagementEvent[]> {
+  if ((await redis.exists(keys.relativeStream)) === 0) return []
+  const groups = (await redis.call('XINFO', 'GROUPS', keys.stream)) as unknown[][]
+  const lastDelivered = groups.map(fieldsOf).find((g) => g.get('name') === group)?.get('last-delivered-id')
+  const start = typeof lastDelivered === 'string' && lastDelivered !== '0-0' ? `(${lastDelivered}` : '-'
+  const entries = (await redis.xrange(keys.relativeStream, start, '+', 'COUNT', limit)) as Array<[string, string[]]>
+  return entries.flatMap(([, fields]) => {
+    const decoded = decodeStreamEntry(fields)
+    return 'events' in decoded ? decoded.events : []
+  })
 }
 
 export async function streamStats(redis: Redis | Cluster, keys: EventStreamKeys, group = CONSUMER_GROUP): Promise<EventStreamStats> {

@@ -9,7 +9,8 @@ import type { Database, PurgeTarget } from '../db/schema.ts'
 import { cacheTag } from '../http/cache-policy.ts'
 import { enqueuePurge, enqueueTagPurge } from '../purge/purge-outbox.ts'
 import { type ArmStats, bucketCounts, reallocate } from './allocation.ts'
-import { deleteExperiments, type ExperimentRow, experimentKey, findCompetitions, listExperiments, readExperimentCounts, saveExperiment } from './experiment-repository.ts'
+import type { EngagementEvent } from '../events/engagement-event.ts'
+import { type Competition, deleteExperiments, type ExperimentRow, experimentKey, findCompetitions, listExperiments, readExperimentCounts, saveExperiment, type VariantCounts } from './experiment-repository.ts'
 import { bestVariant, bucketTag } from './experiment-registry.ts'
 
 export interface ReallocationSettings {
@@ -28,10 +29,16 @@ export interface ReallocationResult {
   invalidatePaths: string[]
 }
 
-export async function reallocateExperiments(db: Kysely<Database>, settings: ReallocationSettings): Promise<ReallocationResult> {
+/**
+ * `undelivered`: events still in the stream, not yet aggregated by the consumer (event-stream.ts
+ * undeliveredEvents); they count as the aggregates do: views and CTA clicks of visitors with a bucket,
+ * for a variant competing on that page and segment.
+ */
+export async function reallocateExperiments(db: Kysely<Database>, settings: ReallocationSettings, undelivered: readonly EngagementEvent[] = []): Promise<ReallocationResult> {
   const { buckets, minShare, purgeTargets } = settings
   const result: ReallocationResult = { started: 0, ended: 0, moved: 0, invalidatePaths: [] }
   const [competitions, existing, counts] = await Promise.all([findCompetitions(db), listExperiments(db), readExperimentCounts(db)])
+  addUndelivered(counts, competitions, undelivered)
   const byKey = new Map(existing.map((e) => [experimentKey(e.pageId, e.segment), e]))
   const live = new Set<string>()
 
@@ -81,6 +88,20 @@ export async function reallocateExperiments(db: Kysely<Database>, settings: Real
     result.invalidatePaths.push(...new Set(ended.map((e) => e.path)))
   }
   return result
+}
+
+function addUndelivered(counts: Map<string, Map<number, VariantCounts>>, competitions: readonly Competition[], events: readonly EngagementEvent[]): void {
+  const byPathSegment = new Map(competitions.map((c) => [`${c.path} ${c.segment}`, c]))
+  for (const event of events) {
+    const competition = byPathSegment.get(`${event.path} ${event.segment}`)
+    const column = event.type === 'view' ? 'views' : event.type === 'cta_click' ? 'conversions' : undefined
+    if (competition === undefined || column === undefined || event.bucket === undefined || event.variant === undefined || !competition.variants.includes(event.variant)) continue
+    const key = experimentKey(competition.pageId, competition.segment)
+    let byVariant = counts.get(key)
+    if (byVariant === undefined) counts.set(key, (byVariant = new Map()))
+    const seen = byVariant.get(event.variant) ?? { views: 0, conversions: 0 }
+    byVariant.set(event.variant, { ...seen, [column]: seen[column] + 1 })
+  }
 }
 
 /** Buckets in turn: an even split interleaved (0 -> a, 1 -> b, 2 -> a...), so no variant gets only the high buckets. */

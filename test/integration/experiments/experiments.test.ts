@@ -160,6 +160,33 @@ t.test('pin, pause and resume; clear errors', async (t) => {
   t.equal((await app.inject({ method: 'POST', url: '/admin/experiments', payload: { page: '/crm', segment: 'smb', action: 'pause' } })).statusCode, 401, 'admin only')
 })
 
+t.test('events still in the stream count at reallocation, before the consumer has aggregated them', async (t) => {
+  // Another instance on the same database with a stream of its own that no consumer reads.
+  const idle = await buildTestApp(t, {
+    ADMIN_TOKEN: TOKEN,
+    DATABASE_URL: app.database.connectionString,
+    DB_POOL_MAX: '1',
+    REDIS_KEY_PREFIX: `vo-test-${process.pid}-experiments-idle:`,
+    EVENTS_CONSUMER: 'false',
+    EXPERIMENT_BUCKETS: '4',
+    EXPERIMENT_REALLOCATE_SECONDS: '0',
+    EXPERIMENT_MIN_SHARE: '0.25',
+    EVENTS_RATE_LIMIT_PER_MINUTE: '100000',
+  })
+  const ts = Date.now()
+  const events = [
+    ...Array.from({ length: 200 }, () => ({ type: 'view', path: '/crm', segment: 'smb', variant: first, bucket: 0, ts })),
+    ...Array.from({ length: 200 }, () => ({ type: 'cta_click', path: '/crm', segment: 'smb', variant: first, bucket: 0, ts })),
+  ]
+  for (let i = 0; i < events.length; i += 100) t.equal((await idle.inject({ method: 'POST', url: '/events', payload: { events: events.slice(i, i + 100) } })).statusCode, 202)
+  const before = (await report())[0]!
+  await idle.experiments.reallocate()
+  const after = (await report())[0]!
+  t.same(after.variants.map((v) => [v.views, v.conversions]), before.variants.map((v) => [v.views, v.conversions]), 'the aggregates are unchanged: the events are still in the stream')
+  t.ok(after.variants[0]!.probabilityBest > 0.99, `but the first variant (205 of 300 against 40 of 100) now looks best: P(best) ${after.variants[0]!.probabilityBest}`)
+  t.same(after.variants.map((v) => v.share), [0.75, 0.25], 'and gets the buckets')
+})
+
 t.test('a variant leaves: the experiment ends and the page stops varying by bucket', async (t) => {
   await db.deleteFrom('content_variants').where('id', '=', second).execute()
   const result = await app.experiments.reallocate()
