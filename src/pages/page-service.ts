@@ -282,7 +282,14 @@ export class PageService {
       counts.failed = segments.length
       return counts
     }
+    const underExperiment = new Map(this.experimentVariants(path))
     for (const segment of segments) {
+      // A segment under experiment: each competing variant's entry, the one every bucket that sees it reads.
+      const variants = underExperiment.get(segment)
+      if (variants !== undefined) {
+        for (const variantId of variants) counts[(await this.warmOne(path, segment, { variantId })).outcome]++
+        continue
+      }
       const { outcome, perSegment } = await this.warmOne(path, segment)
       counts[outcome]++
       if (perSegment === false) break
@@ -290,15 +297,15 @@ export class PageService {
     return counts
   }
 
-  private async warmOne(path: string, segment: string): Promise<{ outcome: keyof WarmCounts; perSegment: boolean | undefined }> {
-    const slot = this.slot(path, segment)
+  private async warmOne(path: string, segment: string, choice?: VariantChoice): Promise<{ outcome: keyof WarmCounts; perSegment: boolean | undefined }> {
+    const slot = this.slot(path, segment, choice)
     const existing = await this.cache.readShared(slot.readKeys)
     const now = Date.now()
     const fresh = existing.find((entry) => entry !== undefined && now < entry.freshUntil)
     if (fresh !== undefined) return { outcome: 'skipped', perSegment: fresh.perSegment }
     try {
       // From the primary: an admin call renders what was written, whatever a replica has replayed.
-      const response = await this.renderer.render(path, segment, { awaitEncodings: true, primary: true })
+      const response = await this.renderer.render(path, segment, { awaitEncodings: true, primary: true, ...(choice === undefined ? {} : { variantId: choice.variantId }) })
       if (!slot.shared(response)) return { outcome: 'skipped', perSegment: false }
       const key = slot.storeKey(response)
       // A stale entry is replaced; a missing one is only written if live traffic has not meanwhile.

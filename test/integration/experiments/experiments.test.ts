@@ -7,6 +7,7 @@
 import t from 'tap'
 import { sql } from 'kysely'
 import { buildTestApp } from '../../helper.ts'
+import { pageCacheKey } from '../../../src/pages/page-service.ts'
 import { until } from '../../support/until.ts'
 import { listExperiments, readExperimentCounts } from '../../../src/experiments/experiment-repository.ts'
 import { experimentReports, formatReports } from '../../../src/experiments/experiment-report.ts'
@@ -56,6 +57,14 @@ t.test('a segment with two variants in scope becomes an experiment at the next r
   t.equal(others.length, 0, 'only /crm for smb competes')
   t.match(experiment, { segment: 'smb', status: 'running' })
   t.same(experiment!.variants.map((v) => [v.variant, v.share]), [[first, 0.5], [second, 0.5]], 'an even split to start')
+})
+
+t.test('warm-up fills each competing variant\'s entry', async (t) => {
+  t.match(await app.pages.warm('/crm', ['smb', 'enterprise']), { warmed: 3, failed: 0 }, 'two variants of smb, and enterprise\'s entry')
+  const keys = [first, second].map((variantId) => pageCacheKey('/crm', 'smb', app.pages.generation, variantId))
+  const stored = await app.pageCache.readShared(keys)
+  t.same(stored.map((entry) => (entry === undefined ? undefined : variantOf(entry.body.toString()))), [first, second], 'in L2, each under its variant\'s key')
+  t.match(stored[0]!.headers.vary, 'X-Bucket', 'rendered as under experiment')
 })
 
 t.test('each bucket sees its variant; the origin keeps one entry per variant, the CDN one object per bucket', async (t) => {
