@@ -30,7 +30,7 @@
 //   --no-results         print the section instead of writing bench/RESULTS.md
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -41,7 +41,7 @@ import { freePort } from '../test/support/net.ts'
 import { deleteKeysWithPrefix } from '../test/support/redis-keys.ts'
 import { privateRedis } from '../test/support/redis-server.ts'
 import type { ColdJob, ColdJobResult } from './cold-client.ts'
-import { cpuMs, median } from './measure.ts'
+import { cleanUpOnSignals, cleanup, cleanups, cpuMs, log, median, sleep, writeResultsSection } from './measure.ts'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
 const THIS_TREE = resolve(HERE, '..')
@@ -128,23 +128,7 @@ const commandLine = `npm run bench:cold -- ${process.argv
 
 // ---------------------------------------------------------------------------------------------------
 // Cleanup: whatever was started or created is undone on the way out, on an error or Ctrl-C too.
-const cleanups: Array<() => unknown> = []
-let cleaning: Promise<void> | undefined
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn()
-      } catch (err) {
-        process.stderr.write(`cleanup: ${err instanceof Error ? err.message : String(err)}\n`)
-      }
-    }
-  })()
-  return cleaning
-}
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) process.on(signal, () => void cleanup().then(() => process.exit(code)))
-const log = (line: string) => process.stderr.write(`${line}\n`)
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+cleanUpOnSignals()
 const work = mkdtempSync(join(tmpdir(), 'vo-cold-'))
 let keepWork = false
 cleanups.push(() => {
@@ -703,9 +687,7 @@ ${END}`
 
   if (args['no-results']) process.stdout.write(`${section}\n`)
   else {
-    const previous = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : ''
-    const at = previous.indexOf(START)
-    writeFileSync(RESULTS, at === -1 ? `${previous.trimEnd()}\n${section}\n` : `${previous.slice(0, at)}${section}${previous.slice(previous.indexOf(END) + END.length)}`)
+    writeResultsSection(RESULTS, START, END, section)
     process.stdout.write(`${section}\n`)
   }
 } catch (err) {

@@ -39,6 +39,8 @@ import { freePort } from '../test/support/net.ts'
 import { deleteKeysWithPrefix } from '../test/support/redis-keys.ts'
 import { findVarnishd, vclFor } from '../test/support/varnish.ts'
 import { type PageView, readHero, runVisitors, visitorStream, type VisitorRun } from './experiments-visitors.ts'
+import { cleanUpOnSignals, cleanup, cleanups, log, sleep, writeResultsSection } from './measure.ts'
+import type { ExperimentReport } from '../src/experiments/experiment-report.ts'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -106,23 +108,7 @@ const commandLine = `npm run bench:experiments${process.argv.length > 2 ? ` -- $
 
 // ---------------------------------------------------------------------------------------------------
 // Cleanup: whatever was started or created is undone on the way out, on an error or Ctrl-C too.
-const cleanups: Array<() => unknown> = []
-let cleaning: Promise<void> | undefined
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn()
-      } catch (err) {
-        process.stderr.write(`cleanup: ${err instanceof Error ? err.message : String(err)}\n`)
-      }
-    }
-  })()
-  return cleaning
-}
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) process.on(signal, () => void cleanup().then(() => process.exit(code)))
-const log = (line: string) => process.stderr.write(`${line}\n`)
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+cleanUpOnSignals()
 const work = mkdtempSync(join(tmpdir(), 'vo-bench-experiments-'))
 cleanups.push(() => rmSync(work, { recursive: true, force: true }))
 
@@ -252,24 +238,6 @@ async function startVarnish(side: string, varnishd: string, vcl: string, backend
 
 // ---------------------------------------------------------------------------------------------------
 // The admin API
-interface VariantReport {
-  variant: number
-  views: number
-  conversions: number
-  rate: number
-  interval95: [number, number]
-  probabilityBest: number
-  share: number
-}
-interface ExperimentReport {
-  page: string
-  segment: string
-  status: string
-  bestVariant: number
-  since: string
-  reallocatedAt: string
-  variants: VariantReport[]
-}
 
 const auth = { authorization: `Bearer ${ADMIN_TOKEN}` }
 async function adminPost(origin: Origin, route: string, body: object): Promise<unknown> {
@@ -747,9 +715,7 @@ ${END}`
 
   if (args['no-results']) process.stdout.write(`${section}\n`)
   else {
-    const previous = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : ''
-    const at = previous.indexOf(START)
-    writeFileSync(RESULTS, at === -1 ? `${previous.trimEnd()}\n${section}\n` : `${previous.slice(0, at)}${section}${previous.slice(previous.indexOf(END) + END.length)}`)
+    writeResultsSection(RESULTS, START, END, section)
     process.stdout.write(`${section}\n`)
   }
   if (bars.some((b) => !b.met)) process.exitCode = 1
