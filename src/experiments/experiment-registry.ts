@@ -62,20 +62,9 @@ export class ExperimentRegistry {
     this.byPath = byPath
   }
 
-  /** true when some segment of this path is under experiment. */
-  hasPath(path: string): boolean {
-    return this.byPath.has(path)
-  }
-
   /** The competing variants of each segment under experiment on this path (what an edit of the page invalidates). */
   variantsOf(path: string): Array<[segment: string, variantIds: number[]]> {
     return [...(this.byPath.get(path) ?? new Map<string, Live>())].map(([segment, live]) => [segment, live.variants])
-  }
-
-  get size(): number {
-    let n = 0
-    for (const bySegment of this.byPath.values()) n += bySegment.size
-    return n
   }
 
   /**
