@@ -1,5 +1,6 @@
 import t from 'tap'
 import { buildApp, loggerOptions, serverLogger } from '../../../app.ts'
+import { BufferedLogDestination } from '../../../src/log-destination.ts'
 import { testConfig } from '../../helper.ts'
 import { captureLogLines } from '../../support/log-lines.ts'
 
@@ -60,9 +61,15 @@ t.test('pretty logs only for a terminal, unless LOG_PRETTY says otherwise', asyn
 })
 
 t.test("the server's JSON logger writes through an asynchronous buffer (LOG_BUFFER_BYTES); pretty logs and 0 do not", async (t) => {
-  const stream = (env: Record<string, string>, tty: boolean) => (serverLogger(testConfig(env), tty) as { stream?: { sync: boolean; minLength: number; fd: number } }).stream
-  t.match(stream({}, false), { sync: false, minLength: 4096, fd: 1 }, 'stdout, buffered up to 4 KiB')
-  t.match(stream({ LOG_BUFFER_BYTES: '16384' }, false), { sync: false, minLength: 16384 }, 'a buffer as large as sonic-boom writes at once is accepted')
+  const stream = (env: Record<string, string>, tty: boolean) => {
+    const destination = (serverLogger(testConfig(env), tty) as { stream?: BufferedLogDestination }).stream
+    t.teardown(() => destination?.destroy())
+    return destination
+  }
+  const stdout = stream({}, false)
+  t.ok(stdout instanceof BufferedLogDestination)
+  t.match(stdout, { minLength: 4096, fd: 1 }, 'stdout, buffered up to 4 KiB')
+  t.match(stream({ LOG_BUFFER_BYTES: '65536' }, false), { minLength: 65536 }, 'the largest buffer is accepted')
   t.equal(stream({ LOG_BUFFER_BYTES: '0' }, false), undefined, "0: pino's own synchronous stdout")
   t.equal(stream({}, true), undefined, "pretty logs go through pino-pretty's transport")
   t.match(serverLogger(testConfig({ LOG_LEVEL: 'warn' }), false), { level: 'warn', redact: { censor: '[redacted]' } }, 'the level and redaction are kept')
