@@ -31,6 +31,8 @@ export interface Config {
   dbPoolMax: number
   dbConnectTimeoutMs: number
   dbStatementTimeoutMs: number
+  /** The page lookup as a prepared statement on a real PostgreSQL (src/db/prepared-statements.ts); off for a pooler that cannot keep them. */
+  dbPreparedStatements: boolean
   migrateOnStart: boolean
   seedDemo: boolean
   /** Undefined means: Redis is switched off and the origin runs on its in-process cache alone. */
@@ -351,6 +353,7 @@ export function loadConfig(env: Env = process.env): Config {
     dbPoolMax: read.integer('DB_POOL_MAX', 10, 1, 200),
     dbConnectTimeoutMs: read.integer('DB_CONNECT_TIMEOUT_MS', 5_000, 100, 120_000),
     dbStatementTimeoutMs: read.integer('DB_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),
+    dbPreparedStatements: read.boolean('DB_PREPARED_STATEMENTS', true),
     migrateOnStart: read.boolean('MIGRATE_ON_START', true),
     seedDemo: read.boolean('SEED_DEMO', embedded),
     redisUrl,

@@ -29,6 +29,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const NATIVE_PASS_FILES = [
   'test/integration/native/real-server.test.ts',
   'test/integration/native/two-origins.test.ts',
+  'test/integration/native/prepared-statements.test.ts',
   'test/integration/cli/ingest.test.ts',
   'test/integration/cache/tiered-cache.test.ts',
   'test/integration/routes/admin-jobs.test.ts',

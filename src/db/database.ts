@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { Kysely, PostgresDialect } from 'kysely'
 import { FileMigrationProvider, Migrator, type MigrationResultSet } from 'kysely/migration'
 import pg from 'pg'
+import { namePreparedStatements } from './prepared-statements.ts'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.ts'
 import { describeTarget, ReplicaSet } from './replica-router.ts'
 import type { Database } from './schema.ts'
@@ -22,6 +23,12 @@ export interface DatabaseSettings {
   databaseReadUrls?: readonly string[]
   dbReplicaMaxLagSeconds?: number
   dbReplicaCheckIntervalMs?: number
+  /**
+   * DB_PREPARED_STATEMENTS: statements marked PREPARED go as named statements (parsed and planned once
+   * per connection). Off for a pooler that cannot keep them (PgBouncer in transaction mode before 1.21).
+   * Never on the embedded database, whose sockets share one session.
+   */
+  dbPreparedStatements?: boolean
 }
 
 export interface DatabaseHandle {
@@ -55,6 +62,7 @@ interface Logger {
 }
 
 function createPool(connectionString: string, settings: DatabaseSettings, embedded: boolean, log: Logger): pg.Pool {
+  const prepare = !embedded && settings.dbPreparedStatements !== false
   const pool = new pg.Pool({
     connectionString,
     // The embedded server multiplexes every socket onto ONE backend session: one connection is the
@@ -78,6 +86,7 @@ function createPool(connectionString: string, settings: DatabaseSettings, embedd
     // 'error' besides failing its query, and pg-pool listens only while a client is idle: unheard, that
     // event would end the process. The query's failure reaches its caller; an idle client's is logged below.
     client.on('error', () => undefined)
+    if (prepare) namePreparedStatements(client)
     client.query("SET hnsw.iterative_scan = 'strict_order'").catch((err: unknown) => log.error({ err }, 'could not set hnsw.iterative_scan on a new connection'))
   })
   // An idle client losing its connection must not crash the process.

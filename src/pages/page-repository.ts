@@ -1,6 +1,7 @@
 // Page, segment and variant reads for the render path: plain functions over Kysely<Database>.
 
 import { type Kysely, type RawBuilder, type Selectable, sql } from 'kysely'
+import { PREPARED } from '../db/prepared-statements.ts'
 import type { ContentVariantsTable, Database, PageKind, PagesTable } from '../db/schema.ts'
 
 export interface PageRow {
@@ -100,8 +101,7 @@ type VariantColumns = { [K in 'headline' | 'subhead' | 'features' | 'cta_label' 
  */
 function variantLookup(where: RawBuilder<unknown>, vertical: RawBuilder<unknown>, segment: string, withPage: boolean, preferVariantId?: number): RawBuilder<VariantColumns & Partial<PageColumns>> {
   // LEFT JOIN LATERAL and a short-circuited scope check: kysely has no builder for them.
-  return sql<VariantColumns & Partial<PageColumns>>`
-    SELECT ${withPage ? sql`p.id, p.path, p.kind, p.title, p.meta_description, p.canonical_url, p.body_html, p.vertical, p.template, p.crawl_weight, p.updated_at,` : sql``}
+  return sql<VariantColumns & Partial<PageColumns>>`${sql.raw(PREPARED)}SELECT ${withPage ? sql`p.id, p.path, p.kind, p.title, p.meta_description, p.canonical_url, p.body_html, p.vertical, p.template, p.crawl_weight, p.updated_at,` : sql``}
       nv.id AS variant_id, nv.segment AS variant_segment, nv.headline, nv.subhead, nv.features, nv.cta_label, nv.cta_url, nv.social_proof, nv.updated_at AS variant_updated_at,
       COALESCE(p.kind = 'landing' AND (
         nv.id IS NOT NULL
