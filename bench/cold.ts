@@ -130,7 +130,7 @@ const commandLine = `npm run bench:cold -- ${process.argv
 // Cleanup: whatever was started or created is undone on the way out, on an error or Ctrl-C too.
 cleanUpOnSignals()
 const work = mkdtempSync(join(tmpdir(), 'vo-cold-'))
-let keepWork = false
+let keepWork = process.env.BENCH_KEEP_LOGS === "1"
 cleanups.push(() => {
   if (keepWork && readdirSync(work).length > 0) log(`logs kept in ${work}`)
   else rmSync(work, { recursive: true, force: true })

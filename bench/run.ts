@@ -4,7 +4,7 @@
 // default address). It is pinned to core 0 and wrk to core 1 (taskset), and every baseline runs on core
 // 0 too. Each round measures every side once, in an order that reverses every round; the ratios are
 // taken within a round and the report gives their medians. Results go to bench/RESULTS.md.
-// Bounded: ROUNDS x 11 measurements x DURATION seconds (default 5 x 11 x 5 s = 275 s), plus start-up
+// Bounded: ROUNDS x 13 measurements x DURATION seconds (default 5 x 13 x 5 s = 325 s), plus start-up
 // and the stampedes. Cold misses on a real PostgreSQL are `npm run bench:cold`.
 
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -98,9 +98,9 @@ async function startOrigin(name: string, extra: Record<string, string> = {}): Pr
   return { url, pid, logFile }
 }
 
-function startBare(env: Record<string, string>): Promise<{ url: string; pid: number; etag: string }> {
+function startBare(env: Record<string, string>, script = 'bare-server.ts'): Promise<{ url: string; pid: number; etag: string }> {
   // Forked with the Node running this script (npm puts Node 24 first on the PATH), then pinned by pid.
-  const child: ChildProcess = fork(join(HERE, 'bare-server.ts'), [], { env: { ...shellEnv, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+  const child: ChildProcess = fork(join(HERE, script), [], { env: { ...shellEnv, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
   cleanups.push(() => child.connected && child.disconnect())
   if (PINNED) spawnSync('taskset', ['-p', '-c', SERVER_CORE, String(child.pid)])
   return new Promise((resolve, reject) => {
@@ -184,6 +184,7 @@ try {
 
   const bareOwn = await startBare({ BARE_BODY_B64: body.toString('base64'), BARE_BR_B64: brReply.toString('base64') })
   const bareOrigin = await startBare({ BARE_BODY_B64: body.toString('base64'), BARE_HEADERS_JSON: JSON.stringify(originHeaders) })
+  const raw = await startBare({ BARE_BODY_B64: body.toString('base64'), BARE_HEADERS_JSON: JSON.stringify(originHeaders) }, 'raw-server.ts')
 
   type Side = { url: string; headers: Record<string, string>; pid: number; script?: string }
   const sides: Record<string, Side> = {
@@ -198,14 +199,18 @@ try {
     bareOwnKeys: { url: bareOwn.url, headers: {}, pid: bareOwn.pid, script: rotate },
     bareOrigin: { url: `${bareOrigin.url}${PAGE}`, headers: {}, pid: bareOrigin.pid },
     bareOrigin304: { url: `${bareOrigin.url}${PAGE}`, headers: { 'if-none-match': bareOrigin.etag }, pid: bareOrigin.pid },
+    raw: { url: `${raw.url}${PAGE}`, headers: {}, pid: raw.pid },
+    raw304: { url: `${raw.url}${PAGE}`, headers: { 'if-none-match': raw.etag }, pid: raw.pid },
   }
   /** bar undefined: shown for what it tells, not judged. */
   const scenarios: Array<{ name: string; origin: string; bare: string; baseline: string; bar: number | undefined }> = [
     { name: 'L1 hit (200, identity)', origin: 'originL1', bare: 'bareOwn', baseline: 'own headers', bar: 1.0 },
     { name: 'L1 hit (200, identity)', origin: 'originL1', bare: 'bareOrigin', baseline: "the origin's headers", bar: undefined },
     { name: 'L1 hit, Accept-Encoding: br, gzip (br bytes)', origin: 'originL1Coded', bare: 'bareOwnCoded', baseline: 'own headers, same br bytes', bar: undefined },
+    { name: 'floor: raw node:http, stored headers and bytes, nothing else', origin: 'raw', bare: 'bareOwn', baseline: 'own headers', bar: undefined },
     { name: '304 revalidation', origin: 'origin304', bare: 'bareOwn304', baseline: "own headers, its own 304", bar: 1.0 },
     { name: '304 revalidation', origin: 'origin304', bare: 'bareOrigin304', baseline: "the origin's headers, its own 304", bar: undefined },
+    { name: 'floor: raw node:http 304, nothing else', origin: 'raw304', bare: 'bareOwn304', baseline: 'own headers, its own 304', bar: undefined },
     { name: 'L2 hit (L1 off, Redis), one page', origin: 'originL2', bare: 'bareOwn', baseline: 'own headers', bar: 0.65 },
     { name: `L2 hit (L1 off, Redis), ${indexPaths.length} keys in turn`, origin: 'originL2Keys', bare: 'bareOwnKeys', baseline: 'own headers', bar: undefined },
   ]
