@@ -1,3 +1,4 @@
+import net from 'node:net'
 import t from 'tap'
 import { buildApp, loggerOptions } from '../../../app.ts'
 import { testConfig } from '../../helper.ts'
@@ -124,4 +125,49 @@ t.test('L2 hits are answered in front of Fastify too; a miss reaches the route w
   t.match(scrape, /variant_origin_cache_requests_total\{tier="l2",result="miss"\} 1\n/, 'the miss asked L2 once, not again in the route')
   t.match(scrape, /variant_origin_cache_requests_total\{tier="l2",result="hit"\} 1\n/)
   t.equal(b.hitFastPath.served, 2)
+})
+
+t.test('L1 hits are answered in a batch per event-loop turn: all of them, in order on a pipelined connection, none to a client already gone', async (t) => {
+  const { lines, stream } = captureLogLines()
+  const config = testConfig({ REDIS_URL: 'off', LOG_LEVEL: 'info' })
+  const app = await buildApp(config, { logger: { ...(loggerOptions(config, false) as object), stream } })
+  t.teardown(() => app.close())
+  const base = new URL(await app.listen({ port: 0, host: '127.0.0.1' }))
+  const other = '/payroll/clinics/dallas'
+  for (const path of [PAGE, other]) await (await fetch(new URL(path, base))).arrayBuffer()
+  const served = app.hitFastPath.served
+
+  /** Sends `raw` on a new connection; resolves with what came back once the server ends it. */
+  const exchange = (raw: string, destroyAfterWrite = false): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect(Number(base.port), base.hostname, () => {
+        socket.write(raw)
+        if (destroyAfterWrite) {
+          socket.destroy()
+          resolve('')
+        }
+      })
+      const chunks: Buffer[] = []
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+      socket.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')))
+      socket.on('error', reject)
+    })
+  const get = (path: string, last = false) => `GET ${path} HTTP/1.1\r\nHost: origin\r\n${last ? 'Connection: close\r\n' : ''}\r\n`
+
+  // 20 clients at once, 5 of which hang up right after sending: the 15 others get their page.
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => exchange(get(PAGE, true), i % 4 === 0)))
+  const answered = answers.filter((answer) => answer !== '')
+  t.equal(answered.length, 15)
+  t.ok(answered.every((answer) => answer.startsWith('HTTP/1.1 200 OK') && /\r\nx-cache: HIT-L1\r\n/.test(answer)), 'each a 200 from L1')
+
+  // Three requests in one write on one connection: three answers, in the order asked.
+  const pipelined = await exchange(get(PAGE) + get(other) + get(PAGE, true))
+  const statusLines = pipelined.match(/HTTP\/1\.1 \d{3}/g) ?? []
+  t.same(statusLines, ['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 200'])
+  const pages = [...pipelined.matchAll(/<link rel="canonical" href="[^"]*?(\/[a-z/-]+)"/g)].map((m) => m[1])
+  t.same(pages, [PAGE, other, PAGE], 'in order')
+
+  t.ok(app.hitFastPath.served >= served + 18, 'all in front of Fastify')
+  t.same(lines.filter((line) => Number(line.level) >= 50), [], 'nothing logged as an error')
+  t.equal((await fetch(new URL(PAGE, base))).status, 200, 'and the server serves on')
 })
