@@ -28,6 +28,8 @@
 //                        repeatable; LABEL defaults to the directory's name
 //   --keep-database      do not drop the created database(s) at the end (prints their URLs)
 //   --no-results         print the section instead of writing bench/RESULTS.md
+// Environment: BENCH_KEEP_LOGS=1 keeps the origins' logs (printed at the end); BENCH_ORIGIN_NODE_OPTIONS
+// passes profiling flags to the origins (e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof').
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
@@ -130,7 +132,7 @@ const commandLine = `npm run bench:cold -- ${process.argv
 // Cleanup: whatever was started or created is undone on the way out, on an error or Ctrl-C too.
 cleanUpOnSignals()
 const work = mkdtempSync(join(tmpdir(), 'vo-cold-'))
-let keepWork = process.env.BENCH_KEEP_LOGS === "1"
+let keepWork = process.env.BENCH_KEEP_LOGS === '1'
 cleanups.push(() => {
   if (keepWork && readdirSync(work).length > 0) log(`logs kept in ${work}`)
   else rmSync(work, { recursive: true, force: true })
