@@ -7,8 +7,9 @@
 // Why not pino.destination() (sonic-boom, what pino ships for this): it keeps the pending lines as one
 // JavaScript string and takes Buffer.byteLength() of that whole string on every write, so each line
 // costs a flatten and a scan of everything buffered before it, then a UTF-8 conversion at the write:
-// 3.3 us per 230-byte line here, a tenth of an L1 hit, against 0.6 us for encoding each line once into
-// a Buffer (bench/log-cost.ts measures both). The lines are pino's either way: this is only where they go.
+// 3.3 us per 230-byte line here, a tenth of an L1 hit, against 1.3 us for encoding each line once into
+// a Buffer (a micro-benchmark of both on 230-byte lines, 200,000 each; `npm run bench:logs` measures what a
+// line costs a hit now). The lines are pino's either way: this is only where they go.
 
 import { write as fsWrite, writeSync } from 'node:fs'
 import pino from 'pino'
